@@ -290,9 +290,12 @@ pub fn scan<R: Read>(tar_gz: R, limits: Limits) -> Result<Summary, ArchiveError>
 mod tests {
     use super::*;
 
+    /// (path, type, mode, contents, link target)
+    type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
     /// Build a tar.gz from raw headers so tests can express what `tar::Builder`
     /// would refuse to write (`..`, absolute paths).
-    fn archive(entries: &[(&str, tar::EntryType, u32, &[u8], Option<&str>)]) -> Vec<u8> {
+    fn archive(entries: &[RawEntry]) -> Vec<u8> {
         let mut tar = Vec::new();
         for (path, kind, mode, data, link) in entries {
             let mut h = tar::Header::new_ustar();
@@ -316,7 +319,7 @@ mod tests {
 
     use tar::EntryType as T;
 
-    fn check(entries: &[(&str, tar::EntryType, u32, &[u8], Option<&str>)]) -> Result<Summary, ArchiveError> {
+    fn check(entries: &[RawEntry]) -> Result<Summary, ArchiveError> {
         scan(&archive(entries)[..], Limits::unpacked(1 << 20))
     }
 
@@ -337,7 +340,7 @@ mod tests {
 
     #[test]
     fn refuses_every_escape() {
-        let cases: &[(&[(&str, tar::EntryType, u32, &[u8], Option<&str>)], &str)] = &[
+        let cases: &[(&[RawEntry], &str)] = &[
             (&[("../evil", T::Regular, 0o644, b"x", None)], "'..'"),
             (&[("a/../../evil", T::Regular, 0o644, b"x", None)], "'..'"),
             (&[("/etc/passwd", T::Regular, 0o644, b"x", None)], "absolute"),

@@ -325,7 +325,7 @@ impl SignatureBlock {
 pub fn parse_signatures(text: &str) -> Result<Vec<SignatureBlock>, MinisignError> {
     const WHAT: &str = "signature";
     let lines = lines(text);
-    if lines.is_empty() || lines.len() % 4 != 0 {
+    if lines.is_empty() || !lines.len().is_multiple_of(4) {
         return Err(malformed(
             WHAT,
             "expected blocks of 4 lines (untrusted comment, signature, trusted comment, global signature)",
