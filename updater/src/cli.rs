@@ -1,0 +1,237 @@
+//! Command line (docs/UPDATER.md): each subcommand resolves its flags and
+//! calls the library; exit codes come from the run's `Outcome`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use manifest::Version;
+use rand::Rng;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::paths::Paths;
+use crate::run::Agent;
+use crate::state::Outcome;
+
+#[derive(Parser)]
+#[command(
+    name = "updater",
+    version,
+    about = "Converge this device on its cohort's signed release (A/B, health-checked, rollback)"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "/etc/updater/updater.toml")]
+    pub config: PathBuf,
+    /// More detailed logs.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// One convergence run (what the timer calls).
+    Check(CheckArgs),
+    /// Run checks forever: poll interval with jitter.
+    Daemon,
+    /// Slots, versions, state, last check and its outcome.
+    Status(JsonFlag),
+    /// Past installs and rollbacks, with reasons and durations.
+    History(JsonFlag),
+    /// Go back to the previous release in the other slot (blocks the current one).
+    Rollback(RollbackArgs),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Fetch, verify and decide, but change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The version expected in the other slot.
+    #[arg(long)]
+    pub to: Option<Version>,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print what it resolves to.
+    Check,
+}
+
+/// Exit code 2: the configuration is unusable.
+pub const EXIT_CONFIG: u8 = 2;
+
+fn load(path: &std::path::Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        log::error!("configuration error: {e}");
+        EXIT_CONFIG
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+impl Cli {
+    pub fn run(self) -> u8 {
+        match self.command {
+            Command::Config(ConfigCommand::Check) => match load(&self.config) {
+                Ok(c) => {
+                    println!("{} is valid", self.config.display());
+                    println!("servers:   {}", c.servers.join(", "));
+                    println!(
+                        "product:   {}  cohort: {}  compatible: {}",
+                        c.product, c.cohort, c.compatible
+                    );
+                    println!("device id: {}", c.device_id);
+                    let keys: Vec<String> = c.trusted.key_ids().map(ToString::to_string).collect();
+                    println!(
+                        "keys:      {} (threshold {})",
+                        keys.join(", "),
+                        c.trusted.threshold()
+                    );
+                    println!("state dir: {}", c.state_dir.display());
+                    0
+                }
+                Err(code) => code,
+            },
+            Command::Status(f) => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match crate::status::status_json(&config, &Paths::new(&config.state_dir)) {
+                    Ok(v) if f.json => {
+                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                        0
+                    }
+                    Ok(v) => {
+                        print!("{}", crate::status::status_text(&v));
+                        0
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        1
+                    }
+                }
+            }
+            Command::History(f) => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let paths = Paths::new(&config.state_dir);
+                let out = if f.json {
+                    crate::status::history_json(&paths)
+                        .map(|v| serde_json::to_string_pretty(&v).expect("json") + "\n")
+                } else {
+                    crate::status::history_text(&paths)
+                };
+                match out {
+                    Ok(text) => {
+                        print!("{text}");
+                        0
+                    }
+                    Err(e) => {
+                        log::error!("{}: {e}", paths.history().display());
+                        1
+                    }
+                }
+            }
+            Command::Check(a) => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let cohort = config.cohort.to_string();
+                let agent = Agent::new(config, Box::new(SystemClock));
+                match runtime().block_on(agent.check(a.dry_run)) {
+                    Ok(report) => {
+                        crate::logging::report(&report, &cohort);
+                        report.outcome.exit_code()
+                    }
+                    Err(e) => {
+                        log::error!("failed: {e}; the device stays on its current slot");
+                        Outcome::Failed.exit_code()
+                    }
+                }
+            }
+            Command::Rollback(a) => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let cohort = config.cohort.to_string();
+                let agent = Agent::new(config, Box::new(SystemClock));
+                match runtime().block_on(agent.manual_rollback(a.to.as_ref())) {
+                    Ok(report) => {
+                        crate::logging::report(&report, &cohort);
+                        report.outcome.exit_code()
+                    }
+                    Err(e) => {
+                        log::error!("rollback failed: {e}");
+                        1
+                    }
+                }
+            }
+            Command::Daemon => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                runtime().block_on(daemon(config))
+            }
+        }
+    }
+}
+
+/// Poll forever with jitter, so a fleet does not hit the server in step;
+/// stop cleanly on SIGTERM/SIGINT between runs.
+async fn daemon(config: Config) -> u8 {
+    let cohort = config.cohort.to_string();
+    let interval = config.daemon.poll_interval;
+    let jitter = config.daemon.poll_jitter;
+    let agent = Agent::new(config, Box::new(SystemClock));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot handle SIGTERM: {e}");
+            return 1;
+        }
+    };
+    loop {
+        match agent.check(false).await {
+            Ok(report) => crate::logging::report(&report, &cohort),
+            Err(e) => log::error!("failed: {e}; the device stays on its current slot"),
+        }
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rand::thread_rng().gen_range(0..=jitter.as_millis() as u64))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval + extra) => {}
+            _ = term.recv() => return 0,
+            _ = tokio::signal::ctrl_c() => return 0,
+        }
+    }
+}

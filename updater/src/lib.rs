@@ -1,0 +1,29 @@
+//! The device agent: converges a device on its cohort's signed target with
+//! A/B slots, health checks and automatic rollback (DESIGN: The device).
+//!
+//! One module per concern: `config` (updater.toml), `paths` (every file,
+//! from the state dir), `state` (the durable state machine), `durable`
+//! (atomic writes, the symlink flip), `lock`, `clock`, `fetch` (network
+//! seam), `policy` (pure decisions), `stage` + `unpack` (downloads and safe
+//! unpacking), `health`, `process` (running programs), `window`, `history`,
+//! `run` (the orchestration), `status`, `logging`, `cli`.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod durable;
+pub mod failpoint;
+pub mod fetch;
+pub mod health;
+pub mod history;
+pub mod lock;
+pub mod logging;
+pub mod paths;
+pub mod policy;
+pub mod process;
+pub mod run;
+pub mod stage;
+pub mod state;
+pub mod status;
+pub mod unpack;
+pub mod window;

@@ -1,0 +1,725 @@
+//! One convergence run, `updater check` (DESIGN: One run, State machine).
+//!
+//! 1. lock; finish or undo what an interrupted run left (`recover`);
+//! 2. fetch the cohort manifest (`If-None-Match`), verify it, check identity,
+//!    replay and expiry against the persisted time floor;
+//! 3. decide (up to date, blocked, not in rollout, refused downgrade, install);
+//! 4. fetch the release manifest pinned by hash, verify it and its board;
+//! 5. stage into the inactive slot (reuse, resumable download, safe unpack);
+//! 6. wait for the install window and the busy command;
+//! 7. switch, restart, health-check: commit, or roll back and block.
+//!
+//! Every transition is persisted before its side effect, so a kill at any
+//! point leaves `current` on a complete slot and the next run converges.
+
+use std::time::Instant;
+
+use manifest::store::{cohort_path, release_path, signature_path};
+use manifest::{CohortManifest, Health, ReleaseManifest, Sha256Hex, Verified, Version};
+use manifest::{MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::durable::{flip_symlink, write_atomic};
+use crate::fetch::{FetchError, Small, Transport};
+use crate::health::Checks;
+use crate::history::{self, Event};
+use crate::lock::{self, LockError};
+use crate::paths::Paths;
+use crate::policy::{self, Decision};
+use crate::process;
+use crate::stage::{StageError, Stager};
+use crate::state::{
+    Accepted, InFlight, Installed, LastCheck, Outcome, Phase, Slot, SlotInfo, State, StateError,
+};
+use crate::window;
+
+/// What a run concluded, for the exit code, the log line and `status`.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub version: Option<Version>,
+    pub reason: String,
+}
+
+impl Report {
+    fn new(outcome: Outcome, version: Option<&Version>, reason: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            version: version.cloned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Io(String),
+}
+
+enum CohortError {
+    Offline(String),
+    Refused(String),
+    Failed(String),
+}
+
+pub struct Agent {
+    pub config: Config,
+    pub paths: Paths,
+    pub clock: Box<dyn Clock>,
+}
+
+impl Agent {
+    pub fn new(config: Config, clock: Box<dyn Clock>) -> Self {
+        let paths = Paths::new(&config.state_dir);
+        Self { config, paths, clock }
+    }
+
+    /// `updater check`.
+    pub async fn check(&self, dry_run: bool) -> Result<Report, RunError> {
+        self.paths
+            .ensure()
+            .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.root.display())))?;
+        let _lock = match lock::acquire(&self.paths.lock()) {
+            Ok(l) => l,
+            Err(LockError::Held) => {
+                return Ok(Report::new(
+                    Outcome::Locked,
+                    None,
+                    "another updater run holds the lock; nothing done",
+                ))
+            }
+            Err(LockError::Io(e)) => {
+                return Err(RunError::Io(format!("{}: {e}", self.paths.lock().display())))
+            }
+        };
+        let mut state = State::load(&self.paths)?;
+        // The time floor only moves forward: a Pi without RTC booting at
+        // 1970 neither bricks (expired) nor reopens old manifests.
+        state.time_floor = state.time_floor.max(self.clock.now());
+
+        let report = if dry_run {
+            self.converge(&mut state, true).await?
+        } else if let Some(report) = self.recover(&mut state).await? {
+            report
+        } else {
+            self.converge(&mut state, false).await?
+        };
+        if !dry_run {
+            state.last_check = Some(LastCheck {
+                at: self.clock.now(),
+                outcome: report.outcome,
+                version: report.version.clone(),
+                reason: report.reason.clone(),
+            });
+            state.save(&self.paths)?;
+        }
+        Ok(report)
+    }
+
+    /// Finish or undo what an interrupted run left behind.
+    async fn recover(&self, state: &mut State) -> Result<Option<Report>, RunError> {
+        match state.phase {
+            Phase::Idle => Ok(None),
+            // Nothing switched yet: the normal flow resumes downloads and
+            // reuses a complete staged slot.
+            Phase::Downloading | Phase::Staged | Phase::Committed => {
+                log::info!("resuming after an interrupted run (was {})", state.phase.as_str());
+                Ok(None)
+            }
+            Phase::Switching => {
+                let Some(target) = state.target.clone() else {
+                    state.persist(&self.paths, Phase::Idle)?;
+                    return Ok(None);
+                };
+                if self.paths.current_slot() == Some(target.slot) {
+                    log::warn!(
+                        "interrupted right after switching to {}: resuming its trial",
+                        target.version
+                    );
+                    state.trial_attempts += 1;
+                    state.persist(&self.paths, Phase::Trial)?;
+                    Ok(Some(self.trial(state).await?))
+                } else {
+                    log::warn!(
+                        "interrupted before switching to {}: switching again",
+                        target.version
+                    );
+                    state.persist(&self.paths, Phase::Staged)?;
+                    Ok(None)
+                }
+            }
+            Phase::Trial => {
+                state.trial_attempts += 1;
+                state.persist(&self.paths, Phase::Trial)?;
+                let max = self.config.health.max_trial_attempts;
+                if state.trial_attempts > max {
+                    let reason = format!(
+                        "the trial was interrupted {} times (crash or reboot during the health check)",
+                        state.trial_attempts - 1
+                    );
+                    return Ok(Some(self.rollback(state, reason).await?));
+                }
+                log::warn!(
+                    "resuming an interrupted trial (attempt {} of {max})",
+                    state.trial_attempts
+                );
+                Ok(Some(self.trial(state).await?))
+            }
+            Phase::RollingBack => {
+                let reason = state
+                    .rollback_reason
+                    .clone()
+                    .unwrap_or_else(|| "interrupted rollback".into());
+                Ok(Some(self.rollback(state, reason).await?))
+            }
+        }
+    }
+
+    async fn converge(&self, state: &mut State, dry_run: bool) -> Result<Report, RunError> {
+        let (cohort, transport) = match self.fetch_cohort(state, dry_run).await {
+            Ok(v) => v,
+            Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, None, r)),
+            Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, None, r)),
+            Err(CohortError::Failed(r)) => return Ok(Report::new(Outcome::Failed, None, r)),
+        };
+        let target = cohort.target.version.clone();
+        let name = &self.config.cohort;
+        match policy::decide(&cohort, state.active_version(), &state.blocked, &self.config.device_id) {
+            Decision::UpToDate => {
+                return Ok(Report::new(
+                    Outcome::UpToDate,
+                    Some(&target),
+                    format!("running {target}, the target of cohort {name} (sequence {})", cohort.sequence),
+                ))
+            }
+            Decision::Blocked(why) => {
+                return Ok(Report::new(
+                    Outcome::Blocked,
+                    Some(&target),
+                    format!("target {target} failed on this device before and is blocked ({why}); publish a fixed version"),
+                ))
+            }
+            Decision::NotInRollout { bucket, percent } => {
+                return Ok(Report::new(
+                    Outcome::NotInRollout,
+                    Some(&target),
+                    format!(
+                        "not selected for {target} yet: device bucket {:.2} is not below the rollout's {percent}%",
+                        f64::from(bucket) / 100.0
+                    ),
+                ))
+            }
+            Decision::RefusedDowngrade { current } => {
+                return Ok(Report::new(
+                    Outcome::Refused,
+                    Some(&target),
+                    format!(
+                        "target {target} is lower than the running {current} and the cohort manifest does not allow a downgrade"
+                    ),
+                ))
+            }
+            Decision::Install(_) if dry_run => {
+                return Ok(Report::new(Outcome::UpToDate, Some(&target), format!("dry run: would install {target}")))
+            }
+            Decision::Install(_) => {}
+        }
+
+        let release = match self.fetch_release(&transport, &cohort).await {
+            Ok(r) => r,
+            Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, Some(&target), r)),
+            Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, Some(&target), r)),
+            Err(CohortError::Failed(r)) => return Ok(Report::new(Outcome::Failed, Some(&target), r)),
+        };
+
+        // Stage into the inactive slot unless it already holds this release.
+        let active_slot = state.active.as_ref().map(|a| a.slot);
+        let slot = active_slot.map_or(Slot::A, Slot::other);
+        let staged =
+            SlotInfo::load(&self.paths.slot(slot)).is_some_and(|i| i.release_sha256 == cohort.target.sha256);
+        state.target = Some(InFlight {
+            version: target.clone(),
+            release_sha256: cohort.target.sha256,
+            slot,
+            previous: state.active.clone(),
+            started_at: Some(self.clock.now()),
+        });
+        if !staged {
+            state.persist(&self.paths, Phase::Downloading)?;
+            let started = Instant::now();
+            let stager = Stager {
+                config: &self.config,
+                paths: &self.paths,
+                transport: &transport,
+            };
+            match stager
+                .stage(&release, cohort.target.sha256, slot, active_slot)
+                .await
+            {
+                Ok(stats) => log::info!(
+                    "staged {target} in slot {} in {:.1} s ({} bytes downloaded, {} bytes reused)",
+                    slot.name(),
+                    started.elapsed().as_secs_f64(),
+                    stats.downloaded,
+                    stats.reused
+                ),
+                Err(e) => {
+                    state.target = None;
+                    state.persist(&self.paths, Phase::Idle)?;
+                    let outcome = match &e {
+                        StageError::Network(f) if f.is_transient() => Outcome::Offline,
+                        StageError::Refused(_) => Outcome::Refused,
+                        _ => Outcome::Failed,
+                    };
+                    return Ok(Report::new(
+                        outcome,
+                        Some(&target),
+                        format!("staging {target} failed: {e}"),
+                    ));
+                }
+            }
+        }
+        state.persist(&self.paths, Phase::Staged)?;
+
+        let minute = self.clock.local_minute_of_day();
+        if !window::is_open(&self.config.install.windows, minute) {
+            let windows: Vec<String> = self
+                .config
+                .install
+                .windows
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Ok(Report::new(
+                Outcome::Deferred,
+                Some(&target),
+                format!(
+                    "{target} is staged in slot {}; switching waits for the install window {}",
+                    slot.name(),
+                    windows.join(", ")
+                ),
+            ));
+        }
+        if !self.config.install.busy_command.is_empty() {
+            let r = process::run(
+                &self.config.install.busy_command,
+                &[],
+                None,
+                &[],
+                self.config.health.command_timeout,
+            );
+            if matches!(r, Ok(ref r) if r.success()) {
+                return Ok(Report::new(
+                    Outcome::Deferred,
+                    Some(&target),
+                    format!("{target} is staged; the device is busy (busy command said so), switching later"),
+                ));
+            }
+        }
+
+        self.switch(state).await
+    }
+
+    async fn fetch_cohort(
+        &self,
+        state: &mut State,
+        dry_run: bool,
+    ) -> Result<(Verified<CohortManifest>, Transport), CohortError> {
+        let cohort = &self.config.cohort;
+        let rel = cohort_path(cohort);
+        let cached = (
+            self.paths.cached_cohort(cohort),
+            self.paths.cached_cohort_signature(cohort),
+            self.paths.cached_cohort_etag(cohort),
+        );
+        let cached_pair = match (std::fs::read(&cached.0), std::fs::read(&cached.1)) {
+            (Ok(b), Ok(s)) => Some((b, s)),
+            _ => None,
+        };
+        let etag = cached_pair
+            .as_ref()
+            .and_then(|_| std::fs::read_to_string(&cached.2).ok());
+        let mut last_error = String::from("no server configured");
+        for server in &self.config.servers {
+            let transport = Transport::new(server, &self.config.network).map_err(CohortError::Failed)?;
+            let fetched = self.fetch_pair(&transport, &rel, etag.as_deref()).await;
+            let (bytes, sig, new_etag) = match fetched {
+                Ok(Some((b, s, e))) => (b, s, e),
+                Ok(None) => {
+                    let (b, s) = cached_pair
+                        .clone()
+                        .expect("304 only when we sent an ETag for a cached pair");
+                    (b, s, None)
+                }
+                Err(e) if e.is_transient() => {
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(FetchError::NotFound { url }) => {
+                    return Err(CohortError::Failed(format!(
+                        "{url} does not exist: check `cohort` in {} and that the cohort was promoted",
+                        self.config.source.display()
+                    )))
+                }
+                Err(e) => return Err(CohortError::Failed(e.to_string())),
+            };
+            let verified = self
+                .config
+                .trusted
+                .verify_cohort(&rel, &bytes, &sig)
+                .map_err(|e| CohortError::Refused(e.to_string()))?;
+            let sha = verified.sha256();
+            policy::check_cohort(
+                &verified,
+                sha,
+                &self.config.product,
+                cohort,
+                state.accepted_for(cohort),
+                state.time_floor,
+            )
+            .map_err(|r| CohortError::Refused(format!("{rel}: {r}")))?;
+            if !dry_run {
+                state.accepted.insert(
+                    cohort.to_string(),
+                    Accepted {
+                        sequence: verified.sequence,
+                        sha256: sha,
+                    },
+                );
+                state.time_floor = state.time_floor.max(verified.issued_at);
+                if let Some(etag) = new_etag {
+                    // Best effort: a failed cache write costs one full fetch next time.
+                    let _ = write_atomic(&cached.0, &bytes)
+                        .and_then(|_| write_atomic(&cached.1, &sig))
+                        .and_then(|_| write_atomic(&cached.2, etag.as_bytes()));
+                }
+            }
+            return Ok((verified, transport));
+        }
+        Err(CohortError::Offline(format!(
+            "cannot reach any server: {last_error}"
+        )))
+    }
+
+    /// Fetch a manifest and its signature as a pair: the signature is
+    /// requested with `If-Match` on the manifest's ETag, and the pair is
+    /// refetched when it changed in between. `None`: not modified.
+    async fn fetch_pair(
+        &self,
+        transport: &Transport,
+        rel: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, Option<String>)>, FetchError> {
+        let sig_rel = signature_path(rel);
+        let mut tries = 0;
+        loop {
+            let (bytes, new_etag) = match transport.get_small(rel, etag, None, MAX_MANIFEST_BYTES).await? {
+                Small::NotModified => return Ok(None),
+                Small::Body { bytes, etag } => (bytes, etag),
+            };
+            match transport
+                .get_small(&sig_rel, None, new_etag.as_deref(), MAX_SIGNATURE_BYTES)
+                .await
+            {
+                Ok(Small::Body { bytes: sig, .. }) => return Ok(Some((bytes, sig, new_etag))),
+                Ok(Small::NotModified) => unreachable!("no If-None-Match sent"),
+                Err(FetchError::Changed { .. }) if tries < 3 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_release(
+        &self,
+        transport: &Transport,
+        cohort: &CohortManifest,
+    ) -> Result<ReleaseManifest, CohortError> {
+        let target = &cohort.target;
+        let rel = release_path(&target.version);
+        let classify = |e: FetchError| {
+            if e.is_transient() {
+                CohortError::Offline(e.to_string())
+            } else {
+                CohortError::Failed(e.to_string())
+            }
+        };
+        let bytes = match transport
+            .get_small(&rel, None, None, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(classify)?
+        {
+            Small::Body { bytes, .. } => bytes,
+            Small::NotModified => unreachable!("no If-None-Match sent"),
+        };
+        let sha = Sha256Hex::digest(&bytes);
+        if sha != target.sha256 || bytes.len() as u64 != target.size {
+            return Err(CohortError::Refused(format!(
+                "{rel}: {} bytes with sha256 {sha}, but the cohort manifest pins {} bytes with sha256 {}",
+                bytes.len(),
+                target.size,
+                target.sha256
+            )));
+        }
+        let sig = match transport
+            .get_small(&signature_path(&rel), None, None, MAX_SIGNATURE_BYTES)
+            .await
+            .map_err(classify)?
+        {
+            Small::Body { bytes, .. } => bytes,
+            Small::NotModified => unreachable!("no If-None-Match sent"),
+        };
+        let release = self
+            .config
+            .trusted
+            .verify_release(&rel, &bytes, &sig)
+            .map_err(|e| CohortError::Refused(e.to_string()))?;
+        policy::check_release(
+            &release,
+            &self.config.product,
+            &target.version,
+            &self.config.compatible,
+        )
+        .map_err(|r| CohortError::Refused(format!("{rel}: {r}")))?;
+        Ok(release.into_inner())
+    }
+
+    /// Flip `current` to the staged slot and run the trial.
+    async fn switch(&self, state: &mut State) -> Result<Report, RunError> {
+        let target = state.target.clone().expect("switch needs a staged target");
+        state.persist(&self.paths, Phase::Switching)?;
+        flip_symlink(&self.paths.current(), &Paths::slot_link_target(target.slot))
+            .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.current().display())))?;
+        log::info!(
+            "switched to {} (slot {}); health checks start",
+            target.version,
+            target.slot.name()
+        );
+        state.trial_attempts = 1;
+        state.persist(&self.paths, Phase::Trial)?;
+        self.trial(state).await
+    }
+
+    /// Restart the units and judge the health of the slot on trial.
+    async fn trial(&self, state: &mut State) -> Result<Report, RunError> {
+        let target = state.target.clone().expect("a trial has a target");
+        let slot_dir = self.paths.slot(target.slot);
+        let health: Option<Health> = SlotInfo::load(&slot_dir).and_then(|i| i.health);
+        if let Err(reason) = self.restart_units() {
+            return self.rollback(state, reason).await;
+        }
+        let checks = Checks {
+            config: &self.config.health,
+            release: health.as_ref(),
+            slot_dir: &slot_dir,
+        };
+        match checks.wait_healthy().await {
+            Ok(took) => {
+                let previous = target.previous.as_ref().map(|p| p.version.clone());
+                state.active = Some(Installed {
+                    slot: target.slot,
+                    version: target.version.clone(),
+                });
+                state.target = None;
+                state.trial_attempts = 0;
+                state.persist(&self.paths, Phase::Committed)?;
+                let duration = target.started_at.map(|s| s.until(self.clock.now()).as_secs());
+                self.record(Event {
+                    at: self.clock.now(),
+                    outcome: Outcome::Updated,
+                    from: previous.clone(),
+                    to: Some(target.version.clone()),
+                    reason: format!("healthy after {:.1} s", took.as_secs_f64()),
+                    duration_secs: duration,
+                });
+                let from = previous.map(|v| format!(" from {v}")).unwrap_or_default();
+                Ok(Report::new(
+                    Outcome::Updated,
+                    Some(&target.version),
+                    format!(
+                        "updated{from} to {}: healthy after {:.1} s, committed",
+                        target.version,
+                        took.as_secs_f64()
+                    ),
+                ))
+            }
+            Err(reason) => self.rollback(state, reason).await,
+        }
+    }
+
+    fn restart_units(&self) -> Result<(), String> {
+        let r = &self.config.restart;
+        if r.units.is_empty() {
+            return Ok(());
+        }
+        let units: Vec<&str> = r.units.iter().map(String::as_str).collect();
+        let result = process::run(&r.command, &units, None, &[], r.timeout)?;
+        if result.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "restart command `{}` {}",
+                process::show(&r.command, &units),
+                result.describe()
+            ))
+        }
+    }
+
+    /// Flip back to what ran before, restart it, confirm it is healthy, and
+    /// block the version that failed.
+    async fn rollback(&self, state: &mut State, reason: String) -> Result<Report, RunError> {
+        let target = state.target.clone().expect("a rollback has a target");
+        state.rollback_reason = Some(reason.clone());
+        state.persist(&self.paths, Phase::RollingBack)?;
+        log::warn!("{} failed: {reason}; rolling back", target.version);
+        let mut note = String::new();
+        match &target.previous {
+            Some(prev) => {
+                flip_symlink(&self.paths.current(), &Paths::slot_link_target(prev.slot))
+                    .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.current().display())))?;
+                let prev_dir = self.paths.slot(prev.slot);
+                let health = SlotInfo::load(&prev_dir).and_then(|i| i.health);
+                let healthy = match self.restart_units() {
+                    Err(e) => Err(e),
+                    Ok(()) => Checks {
+                        config: &self.config.health,
+                        release: health.as_ref(),
+                        slot_dir: &prev_dir,
+                    }
+                    .wait_healthy()
+                    .await
+                    .map(drop),
+                };
+                if let Err(e) = healthy {
+                    log::error!(
+                        "after rolling back, the previous version {} is not healthy either: {e}; the device needs a person",
+                        prev.version
+                    );
+                    note = format!("; WARNING: {} is not healthy either: {e}", prev.version);
+                }
+                state.active = Some(prev.clone());
+            }
+            None => {
+                // A first install that failed: nothing to go back to.
+                let _ = std::fs::remove_file(self.paths.current());
+                let _ = crate::durable::sync_dir(&self.paths.root);
+                state.active = None;
+            }
+        }
+        state.blocked.insert(target.version.to_string(), reason.clone());
+        state.target = None;
+        state.trial_attempts = 0;
+        state.rollback_reason = None;
+        state.persist(&self.paths, Phase::Idle)?;
+        let back_to = target.previous.as_ref().map(|p| p.version.to_string());
+        self.record(Event {
+            at: self.clock.now(),
+            outcome: Outcome::RolledBack,
+            from: Some(target.version.clone()),
+            to: target.previous.as_ref().map(|p| p.version.clone()),
+            reason: reason.clone(),
+            duration_secs: target.started_at.map(|s| s.until(self.clock.now()).as_secs()),
+        });
+        Ok(Report::new(
+            Outcome::RolledBack,
+            Some(&target.version),
+            format!(
+                "{} failed ({reason}); rolled back to {}; {} is blocked on this device{note}",
+                target.version,
+                back_to.as_deref().unwrap_or("nothing (first install)"),
+                target.version
+            ),
+        ))
+    }
+
+    fn record(&self, event: Event) {
+        if let Err(e) = history::append(&self.paths, &event) {
+            log::warn!(
+                "{}: cannot append to history: {e}",
+                self.paths.history().display()
+            );
+        }
+    }
+
+    /// `updater rollback [--to VERSION]`: go back to the other slot's release
+    /// by hand, and block the version left behind.
+    pub async fn manual_rollback(&self, to: Option<&Version>) -> Result<Report, RunError> {
+        self.paths
+            .ensure()
+            .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.root.display())))?;
+        let _lock = match lock::acquire(&self.paths.lock()) {
+            Ok(l) => l,
+            Err(LockError::Held) => {
+                return Ok(Report::new(
+                    Outcome::Locked,
+                    None,
+                    "another updater run holds the lock; nothing done",
+                ))
+            }
+            Err(LockError::Io(e)) => return Err(RunError::Io(e.to_string())),
+        };
+        let mut state = State::load(&self.paths)?;
+        if state.phase != Phase::Idle {
+            return Ok(Report::new(
+                Outcome::Failed,
+                None,
+                format!(
+                    "an update is in progress ({}); run `updater check` to finish it first",
+                    state.phase.as_str()
+                ),
+            ));
+        }
+        let Some(active) = state.active.clone() else {
+            return Ok(Report::new(
+                Outcome::Failed,
+                None,
+                "nothing is installed: nothing to roll back",
+            ));
+        };
+        let other = active.slot.other();
+        let Some(info) = SlotInfo::load(&self.paths.slot(other)) else {
+            return Ok(Report::new(
+                Outcome::Failed,
+                None,
+                "the other slot holds no complete release to go back to",
+            ));
+        };
+        if let Some(want) = to {
+            if &info.version != want {
+                return Ok(Report::new(
+                    Outcome::Failed,
+                    None,
+                    format!(
+                        "the other slot holds {}, not {want}; only the previous release can be restored",
+                        info.version
+                    ),
+                ));
+            }
+        }
+        state.target = Some(InFlight {
+            version: active.version.clone(),
+            release_sha256: SlotInfo::load(&self.paths.slot(active.slot))
+                .map(|i| i.release_sha256)
+                .unwrap_or_else(|| Sha256Hex::digest(b"")),
+            slot: active.slot,
+            previous: Some(Installed {
+                slot: other,
+                version: info.version.clone(),
+            }),
+            started_at: Some(self.clock.now()),
+        });
+        let report = self
+            .rollback(&mut state, "manual rollback by an operator".into())
+            .await?;
+        state.last_check = Some(LastCheck {
+            at: self.clock.now(),
+            outcome: report.outcome,
+            version: report.version.clone(),
+            reason: report.reason.clone(),
+        });
+        state.save(&self.paths)?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,268 @@
+//! The persisted state machine (DESIGN: State machine):
+//! `idle -> downloading -> staged -> switching -> trial -> committed | rolling_back -> idle`.
+//!
+//! `State::persist` writes `state.json` atomically before every side effect,
+//! so a run killed at any instant finds enough on disk to finish or undo
+//! what it was doing. Each slot carries its own `slot.json`, written last
+//! after its files are synced: a slot without one is incomplete, whatever
+//! `state.json` says.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use manifest::{CohortName, ComponentName, Sha256Hex, Timestamp, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::write_atomic;
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Idle,
+    Downloading,
+    Staged,
+    Switching,
+    Trial,
+    /// Only ever seen by the failpoint: committed is persisted as `Idle`
+    /// with the new active slot.
+    Committed,
+    RollingBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Downloading => "downloading",
+            Phase::Staged => "staged",
+            Phase::Switching => "switching",
+            Phase::Trial => "trial",
+            Phase::Committed => "committed",
+            Phase::RollingBack => "rolling_back",
+        }
+    }
+}
+
+/// A release installed in a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    pub slot: Slot,
+    pub version: Version,
+}
+
+/// The install in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub version: Version,
+    pub release_sha256: Sha256Hex,
+    pub slot: Slot,
+    /// What ran before the switch (where a rollback returns to).
+    #[serde(default)]
+    pub previous: Option<Installed>,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub sequence: u64,
+    /// Hash of the accepted bytes: the same sequence with other bytes is refused.
+    pub sha256: Sha256Hex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    UpToDate,
+    Updated,
+    RolledBack,
+    Deferred,
+    Offline,
+    Refused,
+    NotInRollout,
+    Blocked,
+    Failed,
+    Locked,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::UpToDate => "up_to_date",
+            Outcome::Updated => "updated",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Deferred => "deferred",
+            Outcome::Offline => "offline",
+            Outcome::Refused => "refused",
+            Outcome::NotInRollout => "not_in_rollout",
+            Outcome::Blocked => "blocked",
+            Outcome::Failed => "failed",
+            Outcome::Locked => "locked",
+        }
+    }
+
+    /// Documented in docs/UPDATER.md.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::UpToDate | Outcome::NotInRollout | Outcome::Blocked => 0,
+            Outcome::Updated => 10,
+            Outcome::RolledBack => 11,
+            Outcome::Deferred => 12,
+            Outcome::Offline => 13,
+            Outcome::Refused => 14,
+            Outcome::Locked => 15,
+            Outcome::Failed => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastCheck {
+    pub at: Timestamp,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub phase: Phase,
+    pub active: Option<Installed>,
+    pub target: Option<InFlight>,
+    #[serde(default)]
+    pub trial_attempts: u32,
+    #[serde(default)]
+    pub rollback_reason: Option<String>,
+    /// Highest accepted cohort manifest per cohort (replay protection).
+    #[serde(default)]
+    pub accepted: BTreeMap<String, Accepted>,
+    /// max(clock, latest time seen, issued_at of accepted manifests).
+    #[serde(default)]
+    pub time_floor: Timestamp,
+    /// Versions that failed here, with why: never retried.
+    #[serde(default)]
+    pub blocked: BTreeMap<String, String>,
+    #[serde(default)]
+    pub last_check: Option<LastCheck>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is corrupt ({source}); move it away to start over (slots are kept)")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl State {
+    pub fn load(paths: &Paths) -> Result<Self, StateError> {
+        let path = paths.state();
+        match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StateError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Write the state durably, then honour the test failpoint for `phase`.
+    pub fn persist(&mut self, paths: &Paths, phase: Phase) -> Result<(), StateError> {
+        self.phase = if phase == Phase::Committed {
+            Phase::Idle
+        } else {
+            phase
+        };
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_atomic(&paths.state(), &bytes).map_err(|source| StateError::Io {
+            path: paths.state().display().to_string(),
+            source,
+        })?;
+        crate::failpoint::hit(phase);
+        Ok(())
+    }
+
+    /// Save without a phase transition (bookkeeping such as `last_check`).
+    pub fn save(&self, paths: &Paths) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_atomic(&paths.state(), &bytes).map_err(|source| StateError::Io {
+            path: paths.state().display().to_string(),
+            source,
+        })
+    }
+
+    pub fn accepted_for(&self, cohort: &CohortName) -> Option<&Accepted> {
+        self.accepted.get(cohort.as_str())
+    }
+
+    pub fn active_version(&self) -> Option<&Version> {
+        self.active.as_ref().map(|a| &a.version)
+    }
+}
+
+/// `slot.json`: what a complete slot holds. Written last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub version: Version,
+    pub release_sha256: Sha256Hex,
+    pub components: BTreeMap<ComponentName, Sha256Hex>,
+    /// The release's own health checks, so a trial resumed after a crash
+    /// or reboot checks exactly what the first attempt did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<manifest::Health>,
+}
+
+pub const SLOT_INFO: &str = "slot.json";
+
+impl SlotInfo {
+    pub fn load(slot_dir: &Path) -> Option<SlotInfo> {
+        let bytes = fs::read(slot_dir.join(SLOT_INFO)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn store(&self, slot_dir: &Path) -> io::Result<()> {
+        write_atomic(
+            &slot_dir.join(SLOT_INFO),
+            &serde_json::to_vec_pretty(self).expect("serializes"),
+        )
+    }
+}
