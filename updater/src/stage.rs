@@ -256,8 +256,10 @@ impl Stager<'_> {
     ) -> Result<(Sha256Hex, u64), StageError> {
         let mut hasher = Sha256::new();
         let mut tx = Some(tx);
+        let bar = progress_bar(c);
         let mut send = |chunk: Bytes, hasher: &mut Sha256| {
             hasher.update(&chunk);
+            bar.inc(chunk.len() as u64);
             if let Some(sender) = &tx {
                 if sender.send(chunk).is_err() {
                     tx = None; // the unpacker finished or failed; keep hashing
@@ -325,6 +327,7 @@ impl Stager<'_> {
             }
         }
         out.flush().map_err(io_at(partial))?;
+        bar.finish_and_clear();
         Ok((Sha256Hex::from_bytes(hasher.finalize().into()), fetched))
     }
 
@@ -400,6 +403,21 @@ impl Stager<'_> {
         }
         Ok(())
     }
+}
+
+/// A download bar on a terminal (someone ran `updater check` by hand),
+/// nothing under systemd or in pipes.
+fn progress_bar(c: &Component) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(c.size).with_style(
+        indicatif::ProgressStyle::with_template("{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    )
+    .with_message(c.name.to_string())
 }
 
 /// Exponential backoff with full jitter, capped at a minute.
