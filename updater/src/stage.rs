@@ -412,12 +412,15 @@ fn progress_bar(c: &Component) -> indicatif::ProgressBar {
     if !io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    indicatif::ProgressBar::new(c.size).with_style(
-        indicatif::ProgressStyle::with_template("{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    indicatif::ProgressBar::new(c.size)
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
             .expect("valid template")
             .progress_chars("=> "),
-    )
-    .with_message(c.name.to_string())
+        )
+        .with_message(c.name.to_string())
 }
 
 /// Exponential backoff with full jitter, capped at a minute.
