@@ -96,6 +96,7 @@ impl Stager<'_> {
                 .map(|(s, _)| self.paths.slot(*s).join(c.name.as_str()))
         };
 
+        self.drop_stale_partials(release);
         self.check_space(release, &reusable)?;
 
         let mut stats = StageStats::default();
@@ -133,6 +134,26 @@ impl Stager<'_> {
         };
         info.store(&slot_dir).map_err(io_at(&slot_dir))?;
         Ok(stats)
+    }
+
+    /// Partial downloads of artifacts this release does not need belong to
+    /// targets that were abandoned: they would only fill the SD card.
+    fn drop_stale_partials(&self, release: &ReleaseManifest) {
+        let keep: Vec<String> = release
+            .components
+            .iter()
+            .map(|c| format!("{}.partial", c.sha256))
+            .collect();
+        let Ok(entries) = fs::read_dir(self.paths.downloads()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                log::info!("removing stale partial download {name}");
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn check_space(
