@@ -65,6 +65,40 @@ struct RawConfig {
     network: Network,
     #[serde(default)]
     daemon: Daemon,
+    report: Option<RawReport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    url: String,
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_max_reports")]
+    max_reports: usize,
+    #[serde(default = "default_max_report_bytes")]
+    max_bytes: u64,
+    #[serde(default = "default_report_timeout", deserialize_with = "duration")]
+    timeout: Duration,
+}
+
+fn default_max_reports() -> usize {
+    200
+}
+fn default_max_report_bytes() -> u64 {
+    256 * 1024
+}
+fn default_report_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Where and how outcomes are reported (docs/REPORTS.md).
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    pub url: String,
+    pub token: Option<String>,
+    pub max_reports: usize,
+    pub max_bytes: u64,
+    pub timeout: Duration,
 }
 
 fn default_keys_dir() -> PathBuf {
@@ -283,6 +317,7 @@ pub struct Config {
     pub install: Install,
     pub network: Network,
     pub daemon: Daemon,
+    pub report: Option<ReportConfig>,
 }
 
 impl Config {
@@ -389,6 +424,40 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("install.windows", e))?;
 
+        let report = match raw.report {
+            None => None,
+            Some(r) => {
+                if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                    return Err(invalid(
+                        "report.url",
+                        format!("{:?} is not an http(s) URL", r.url),
+                    ));
+                }
+                let token = match &r.token_file {
+                    None => None,
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .map_err(|e| invalid("report.token_file", format!("{}: {e}", f.display())))?
+                            .trim()
+                            .to_string(),
+                    ),
+                };
+                if r.max_reports == 0 || r.max_bytes < 4096 {
+                    return Err(invalid(
+                        "report.max_reports",
+                        "the outbox needs room for at least one report".into(),
+                    ));
+                }
+                Some(ReportConfig {
+                    url: r.url,
+                    token,
+                    max_reports: r.max_reports,
+                    max_bytes: r.max_bytes,
+                    timeout: r.timeout,
+                })
+            }
+        };
+
         Ok(Config {
             source: path.to_path_buf(),
             servers,
@@ -408,6 +477,7 @@ impl Config {
             },
             network: raw.network,
             daemon: raw.daemon,
+            report,
         })
     }
 }

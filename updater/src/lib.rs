@@ -21,6 +21,7 @@ pub mod logging;
 pub mod paths;
 pub mod policy;
 pub mod process;
+pub mod report;
 pub mod run;
 pub mod stage;
 pub mod state;

@@ -46,6 +46,9 @@ impl Paths {
     pub fn partial(&self, sha256: &Sha256Hex) -> PathBuf {
         self.downloads().join(format!("{sha256}.partial"))
     }
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
     }

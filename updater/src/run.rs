@@ -28,6 +28,7 @@ use crate::lock::{self, LockError};
 use crate::paths::Paths;
 use crate::policy::{self, Decision};
 use crate::process;
+use crate::report::DeviceReport;
 use crate::stage::{StageError, Stager};
 use crate::state::{
     Accepted, InFlight, Installed, LastCheck, Outcome, Phase, Slot, SlotInfo, State, StateError,
@@ -40,6 +41,11 @@ pub struct Report {
     pub outcome: Outcome,
     pub version: Option<Version>,
     pub reason: String,
+    /// Where in the run a failure happened: fetch, verify, download,
+    /// stage, switch or health (for reports).
+    pub stage: Option<&'static str>,
+    /// From the start of the install to its verdict (updates and rollbacks).
+    pub duration_secs: Option<u64>,
 }
 
 impl Report {
@@ -48,7 +54,14 @@ impl Report {
             outcome,
             version: version.cloned(),
             reason: reason.into(),
+            stage: None,
+            duration_secs: None,
         }
+    }
+
+    fn at(mut self, stage: &'static str) -> Self {
+        self.stage = Some(stage);
+        self
     }
 }
 
@@ -97,6 +110,7 @@ impl Agent {
             }
         };
         let mut state = State::load(&self.paths)?;
+        let running_before = state.active_version().cloned();
         // The time floor only moves forward: a Pi without RTC booting at
         // 1970 neither bricks (expired) nor reopens old manifests.
         state.time_floor = state.time_floor.max(self.clock.now());
@@ -116,8 +130,30 @@ impl Agent {
                 reason: report.reason.clone(),
             });
             state.save(&self.paths)?;
+            self.send_report(&report, running_before, state.active_version().cloned())
+                .await;
         }
         Ok(report)
+    }
+
+    /// Put the outcome in the outbox and try to send what waits there.
+    async fn send_report(&self, report: &Report, before: Option<Version>, after: Option<Version>) {
+        let Some(cfg) = &self.config.report else { return };
+        let device_report = DeviceReport::new(
+            &self.config,
+            self.clock.now(),
+            report.outcome,
+            before,
+            report.version.clone(),
+            after,
+            report.stage,
+            &report.reason,
+            report.duration_secs,
+        );
+        if let Err(e) = crate::report::enqueue(&self.paths, cfg, &device_report) {
+            log::warn!("reports: cannot write to {}: {e}", self.paths.outbox().display());
+        }
+        crate::report::flush(&self.paths, cfg).await;
     }
 
     /// Finish or undo what an interrupted run left behind.
@@ -182,9 +218,9 @@ impl Agent {
     async fn converge(&self, state: &mut State, dry_run: bool) -> Result<Report, RunError> {
         let (cohort, transport) = match self.fetch_cohort(state, dry_run).await {
             Ok(v) => v,
-            Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, None, r)),
-            Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, None, r)),
-            Err(CohortError::Failed(r)) => return Ok(Report::new(Outcome::Failed, None, r)),
+            Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, None, r).at("fetch")),
+            Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, None, r).at("verify")),
+            Err(CohortError::Failed(r)) => return Ok(Report::new(Outcome::Failed, None, r).at("fetch")),
         };
         let target = cohort.target.version.clone();
         let name = &self.config.cohort;
@@ -230,9 +266,15 @@ impl Agent {
 
         let release = match self.fetch_release(&transport, &cohort).await {
             Ok(r) => r,
-            Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, Some(&target), r)),
-            Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, Some(&target), r)),
-            Err(CohortError::Failed(r)) => return Ok(Report::new(Outcome::Failed, Some(&target), r)),
+            Err(CohortError::Offline(r)) => {
+                return Ok(Report::new(Outcome::Offline, Some(&target), r).at("fetch"))
+            }
+            Err(CohortError::Refused(r)) => {
+                return Ok(Report::new(Outcome::Refused, Some(&target), r).at("verify"))
+            }
+            Err(CohortError::Failed(r)) => {
+                return Ok(Report::new(Outcome::Failed, Some(&target), r).at("fetch"))
+            }
         };
 
         // Stage into the inactive slot unless it already holds this release.
@@ -316,7 +358,8 @@ impl Agent {
                     Outcome::Deferred,
                     Some(&target),
                     format!("{target} is staged; the device is busy (busy command said so), switching later"),
-                ));
+                )
+                .at("switch"));
             }
         }
 
@@ -614,15 +657,16 @@ impl Agent {
         state.rollback_reason = None;
         state.persist(&self.paths, Phase::Idle)?;
         let back_to = target.previous.as_ref().map(|p| p.version.to_string());
+        let duration = target.started_at.map(|s| s.until(self.clock.now()).as_secs());
         self.record(Event {
             at: self.clock.now(),
             outcome: Outcome::RolledBack,
             from: Some(target.version.clone()),
             to: target.previous.as_ref().map(|p| p.version.clone()),
             reason: reason.clone(),
-            duration_secs: target.started_at.map(|s| s.until(self.clock.now()).as_secs()),
+            duration_secs: duration,
         });
-        Ok(Report::new(
+        let mut report = Report::new(
             Outcome::RolledBack,
             Some(&target.version),
             format!(
@@ -631,7 +675,10 @@ impl Agent {
                 back_to.as_deref().unwrap_or("nothing (first install)"),
                 target.version
             ),
-        ))
+        )
+        .at("health");
+        report.duration_secs = duration;
+        Ok(report)
     }
 
     fn record(&self, event: Event) {
