@@ -1,0 +1,230 @@
+//! Command-line flags and the configuration they resolve to.
+//!
+//! `Args` is what clap parses; `Config` is what the server runs with. The
+//! resolution step does every check that can fail before any socket is
+//! opened: the store directory and its three subdirectories exist and are
+//! real directories (not symlinks, so a file served from `artifacts/` is
+//! always inside the store: see `files`), and every key file reads and parses
+//! as a minisign public key. Each failure is one line naming the path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR};
+use manifest::{MinisignError, PublicKey, TrustError, TrustedKeys};
+
+/// Serve an update store (cohorts/, releases/, artifacts/) to a fleet over HTTP.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "manifest-server",
+    version,
+    after_help = "Exit status: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on a bad argument, \
+store or key file, 3 when the address cannot be listened on."
+)]
+pub struct Args {
+    /// The store directory: must hold cohorts/, releases/ and artifacts/.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+
+    /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port; the
+    /// actual address is printed on stdout as `listening on http://ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Trusted minisign public key(s). With keys, a manifest is served only
+    /// once its .minisig verifies; without, the store is served unverified.
+    #[arg(long = "keys", value_name = "FILE.pub", num_args = 1..)]
+    pub keys: Vec<PathBuf>,
+
+    /// How many distinct trusted keys must have signed a manifest.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "keys")]
+    pub threshold: usize,
+
+    /// Log one line per request (peer, method, path, status, bytes, duration).
+    #[arg(long)]
+    pub access_log: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("store {}: {source}", path.display())]
+    StoreUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store {}: not a directory", path.display())]
+    StoreNotDirectory { path: PathBuf },
+    #[error("store {}: missing {dir}/ (a store holds cohorts/, releases/ and artifacts/)", store.display())]
+    SubdirMissing { store: PathBuf, dir: &'static str },
+    #[error("store {}: {dir}/ is not a directory", store.display())]
+    SubdirNotDirectory { store: PathBuf, dir: &'static str },
+    #[error(
+        "store {}: {dir}/ is a symbolic link; point --store at a tree whose {dir}/ is a real directory \
+         (files are never served from outside the store)",
+        store.display()
+    )]
+    SubdirIsSymlink { store: PathBuf, dir: &'static str },
+    #[error("key file {}: {source}", path.display())]
+    KeyUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {}: {source}", path.display())]
+    KeyInvalid {
+        path: PathBuf,
+        #[source]
+        source: MinisignError,
+    },
+    #[error("--keys/--threshold: {0}")]
+    Trust(#[from] TrustError),
+}
+
+/// Everything the server needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store root, canonical (symlinks in the path itself are resolved once).
+    pub store: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: serve manifests unverified (warned about at start).
+    pub trust: Option<TrustedKeys>,
+    pub access_log: bool,
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let store = check_store(&args.store)?;
+        let trust = if args.keys.is_empty() {
+            None
+        } else {
+            let keys = args
+                .keys
+                .iter()
+                .map(|p| load_key(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(TrustedKeys::new(keys, args.threshold)?)
+        };
+        Ok(Self {
+            store,
+            listen: args.listen,
+            trust,
+            access_log: args.access_log,
+        })
+    }
+}
+
+fn check_store(path: &Path) -> Result<PathBuf, ConfigError> {
+    let root = path
+        .canonicalize()
+        .map_err(|source| ConfigError::StoreUnreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !root.is_dir() {
+        return Err(ConfigError::StoreNotDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    for dir in [COHORTS_DIR, RELEASES_DIR, ARTIFACTS_DIR] {
+        // symlink_metadata: the subdirectory itself must not be a link, or
+        // `artifacts/<hash>` could resolve anywhere on the machine.
+        let meta = match std::fs::symlink_metadata(root.join(dir)) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::SubdirMissing {
+                    store: path.to_path_buf(),
+                    dir,
+                })
+            }
+            Err(source) => {
+                return Err(ConfigError::StoreUnreadable {
+                    path: root.join(dir),
+                    source,
+                })
+            }
+        };
+        if meta.file_type().is_symlink() {
+            return Err(ConfigError::SubdirIsSymlink {
+                store: path.to_path_buf(),
+                dir,
+            });
+        }
+        if !meta.is_dir() {
+            return Err(ConfigError::SubdirNotDirectory {
+                store: path.to_path_buf(),
+                dir,
+            });
+        }
+    }
+    Ok(root)
+}
+
+fn load_key(path: &Path) -> Result<PublicKey, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PublicKey::parse(&text).map_err(|source| ConfigError::KeyInvalid {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn store() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in [COHORTS_DIR, RELEASES_DIR, ARTIFACTS_DIR] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        dir
+    }
+
+    fn parse(store: &Path, extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["manifest-server", "--listen", "127.0.0.1:0", "--store"];
+        argv.push(store.to_str().unwrap());
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn names_the_missing_subdirectory() {
+        let dir = store();
+        std::fs::remove_dir(dir.path().join("releases")).unwrap();
+        let err = parse(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("missing releases/"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlinked_artifacts_dir() {
+        let dir = store();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(dir.path().join("artifacts")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("artifacts")).unwrap();
+        let err = parse(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("artifacts/ is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_loaded_and_checked() {
+        let dir = store();
+        let key = manifest::SecretKey::generate().public_key();
+        let good = dir.path().join("k.pub");
+        std::fs::write(&good, key.to_file_text()).unwrap();
+        let bad = dir.path().join("bad.pub");
+        std::fs::write(&bad, "not a key\n").unwrap();
+        let good = good.to_str().unwrap();
+        let config = parse(dir.path(), &["--keys", good]).unwrap();
+        assert_eq!(config.trust.unwrap().threshold(), 1);
+        let err = parse(dir.path(), &["--keys", bad.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().starts_with("key file "), "{err}");
+        let err = parse(dir.path(), &["--keys", good, "--threshold", "2"]).unwrap_err();
+        assert!(err.to_string().contains("threshold 2 cannot be met"), "{err}");
+        let err = parse(dir.path(), &["--keys", "/nonexistent.pub"]).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyUnreadable { .. }), "{err}");
+    }
+}

@@ -1,0 +1,675 @@
+//! What a URL path may name, the HTTP validators and ranges, and artifact
+//! streaming (DESIGN: The store, manifest-server).
+//!
+//! Path rule: a servable path is exactly `/<top>/<name>` with `<top>` one of
+//! `cohorts`, `releases`, `artifacts`, built only from the characters that
+//! store names can contain (`A-Za-z0-9._+-`), and `<name>` not starting with
+//! a dot. The check runs on the raw, undecoded path, so `%2e%2e`, `%2f`,
+//! `%5c`, `%00` (any `%`), `..`, `//`, backslashes and dotfiles are all
+//! refused by construction, without decoding anything that could be decoded
+//! twice. Directories are never named by such a path, so there are no
+//! listings. Artifact names must also be 64 lowercase hex digits.
+//!
+//! Artifacts are opened per request with `O_NOFOLLOW` (a symlink planted in
+//! `artifacts/` is refused; `artifacts/` itself was checked not to be a link
+//! at start, see `config`) and must be regular files. They are streamed in
+//! `CHUNK`s, never read whole: from the page cache on the worker thread when
+//! the data is cached, from the blocking pool when it is not (see
+//! `ArtifactReader`). The open itself is done inline, as nginx does: it is
+//! one short metadata syscall.
+//!
+//! Conditional requests follow RFC 9110 section 13.2.2: `If-Match` (strong
+//! comparison) first, then `If-None-Match` (weak), then `Range` with
+//! `If-Range`. `Last-Modified` is not sent, so date validators never match.
+
+use std::fs::File;
+use std::future::Future as _;
+use std::io;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::header::{IF_MATCH, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::HeaderMap;
+use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
+use manifest::Sha256Hex;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::task::JoinHandle;
+use tokio_util::io::ReaderStream;
+
+use crate::metrics::{Metrics, PathClass};
+
+/// Bytes read per chunk of an artifact body. Measured (docs/BENCHMARKS.md):
+/// 1 MiB downloads cost 150 us of CPU each with 256 KiB chunks, 340 us with
+/// 128 KiB and 370 us with 64 KiB (more writes, and glibc serves 128 KiB
+/// buffers with a fresh mmap each time). The price is memory: up to two
+/// chunks (512 KiB) per download in flight.
+pub const CHUNK: usize = 256 << 10;
+
+/// What a request path names in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A manifest (`signature: false`) or its `.minisig`, by the manifest's
+    /// store path (`cohorts/stable.json`), the snapshot key.
+    Manifest {
+        path: &'a str,
+        signature: bool,
+        class: PathClass,
+    },
+    /// `artifacts/<name>`, `name` being 64 lowercase hex digits.
+    Artifact { name: &'a str },
+}
+
+/// Classify a raw (still percent-encoded) request path; `None` is a 404.
+pub fn classify(raw: &str) -> Option<Target<'_>> {
+    let rel = raw.strip_prefix('/')?;
+    if !rel
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'/'))
+    {
+        return None;
+    }
+    let (top, name) = rel.split_once('/')?;
+    if name.is_empty() || name.starts_with('.') || name.contains('/') {
+        return None;
+    }
+    match top {
+        ARTIFACTS_DIR => {
+            name.parse::<Sha256Hex>().ok()?;
+            Some(Target::Artifact { name })
+        }
+        COHORTS_DIR | RELEASES_DIR => {
+            let (path, signature) = match rel.strip_suffix(SIGNATURE_SUFFIX) {
+                Some(manifest) => (manifest, true),
+                None => (rel, false),
+            };
+            if !path.ends_with(".json") || path.len() == top.len() + 1 + ".json".len() {
+                return None;
+            }
+            let class = match (signature, top) {
+                (true, _) => PathClass::Signature,
+                (false, COHORTS_DIR) => PathClass::Cohort,
+                (false, _) => PathClass::Release,
+            };
+            Some(Target::Manifest {
+                path,
+                signature,
+                class,
+            })
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- validators
+
+/// The entity tags of a list header (`If-Match`, `If-None-Match`): yields
+/// `(weak, opaque-tag-with-quotes)`, or `None` for `*`. Parsing stops at the
+/// first malformed element, which then matches nothing.
+fn entity_tags(value: &str) -> impl Iterator<Item = Option<(bool, &str)>> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        if let Some(after) = rest.strip_prefix('*') {
+            rest = after;
+            return Some(None);
+        }
+        let (weak, tagged) = match rest.strip_prefix("W/") {
+            Some(t) => (true, t),
+            None => (false, rest),
+        };
+        let body = tagged.strip_prefix('"')?;
+        let end = body.find('"')?;
+        let tag = &tagged[..end + 2];
+        rest = &body[end + 1..];
+        Some(Some((weak, tag)))
+    })
+}
+
+/// Does any value of header `name` match `etag` (with its quotes)? Strong
+/// comparison refuses weak tags on either side; ours are always strong.
+fn header_matches(headers: &HeaderMap, name: http::header::HeaderName, etag: &str, strong: bool) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            entity_tags(v).any(|t| match t {
+                None => true,
+                Some((weak, tag)) => tag == etag && !(strong && weak),
+            })
+        })
+    })
+}
+
+/// The outcome of a request's preconditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Serve the representation (maybe partially).
+    Proceed,
+    /// 304 Not Modified.
+    NotModified,
+    /// 412 Precondition Failed: the client holds another version.
+    Failed,
+}
+
+pub fn evaluate_preconditions(headers: &HeaderMap, etag: &str) -> Precondition {
+    if headers.contains_key(IF_MATCH) && !header_matches(headers, IF_MATCH, etag, true) {
+        return Precondition::Failed;
+    }
+    if headers.contains_key(IF_NONE_MATCH) && header_matches(headers, IF_NONE_MATCH, etag, false) {
+        return Precondition::NotModified;
+    }
+    Precondition::Proceed
+}
+
+/// What to send for a (GET) request's `Range` against a body of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeDecision {
+    /// The whole body: no Range, a stale `If-Range`, several ranges (RFC 9110
+    /// allows ignoring those), or a header we do not understand.
+    Full,
+    /// Bytes `start..=end`, both inside the body.
+    Partial { start: u64, end: u64 },
+    /// 416 with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+pub fn decide_range(headers: &HeaderMap, etag: &str, len: u64) -> RangeDecision {
+    let Some(range) = headers.get(RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeDecision::Full;
+    };
+    if let Some(if_range) = headers.get(IF_RANGE) {
+        // Only our current strong ETag validates; a weak tag or a date (we
+        // send no Last-Modified) means "send me everything".
+        if if_range.as_bytes().trim_ascii() != etag.as_bytes() {
+            return RangeDecision::Full;
+        }
+    }
+    parse_range(range, len)
+}
+
+/// Parse a single `bytes=` range: `a-b`, `a-` or `-n`.
+pub fn parse_range(value: &str, len: u64) -> RangeDecision {
+    let value = value.trim();
+    let Some((unit, spec)) = value.split_once('=') else {
+        return RangeDecision::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeDecision::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeDecision::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let digits = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match (first.is_empty(), last.is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match digits(last) {
+            None => RangeDecision::Full,
+            Some(0) => RangeDecision::Unsatisfiable,
+            Some(_) if len == 0 => RangeDecision::Unsatisfiable,
+            Some(n) => RangeDecision::Partial {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            },
+        },
+        // `a-` or `a-b`.
+        (false, _) => {
+            let Some(start) = digits(first) else {
+                return RangeDecision::Full;
+            };
+            let end = if last.is_empty() {
+                u64::MAX
+            } else {
+                match digits(last) {
+                    Some(end) if end >= start => end,
+                    _ => return RangeDecision::Full, // invalid: ignore the header
+                }
+            };
+            if start >= len {
+                RangeDecision::Unsatisfiable
+            } else {
+                RangeDecision::Partial {
+                    start,
+                    end: end.min(len - 1),
+                }
+            }
+        }
+        (true, true) => RangeDecision::Full,
+    }
+}
+
+// ---------------------------------------------------------------- artifacts
+
+/// Open `artifacts/<name>` for reading; `Ok(None)` when there is nothing
+/// servable by that name (missing, a symlink, not a regular file).
+pub fn open_artifact(artifacts: &Path, name: &str) -> io::Result<Option<(File, u64)>> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // NOFOLLOW: refuse links; NONBLOCK: a FIFO must not hang the worker.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(artifacts.join(name))
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    Ok(Some((file, meta.len())))
+}
+
+/// Called once when a streamed body ends or is dropped, with the bytes sent.
+pub type OnDone = Box<dyn FnOnce(u64) + Send>;
+
+/// The body for `len` bytes of `file` from `start`, streamed in `CHUNK`s.
+pub fn stream_body(file: File, start: u64, len: u64, metrics: Arc<Metrics>, on_done: Option<OnDone>) -> Body {
+    let reader = Counted {
+        inner: ArtifactReader::new(file, start, len, NOWAIT_SUPPORTED.load(Ordering::Relaxed)),
+        sent: 0,
+        metrics,
+        on_done,
+    };
+    Body::from_stream(ReaderStream::with_capacity(reader, CHUNK))
+}
+
+/// Whether `preadv2(RWF_NOWAIT)` works here (Linux >= 4.14 on most file
+/// systems); cleared for good the first time the kernel says it does not.
+static NOWAIT_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// Reads a byte range of an artifact without ever blocking a runtime worker
+/// on the disk, and without a trip to the blocking pool when it need not.
+///
+/// Fast path: `preadv2(..., RWF_NOWAIT)` copies straight from the page cache
+/// into the body's buffer, on the worker; a popular artifact that a fleet is
+/// downloading is always cached, so this is the common case, and it costs one
+/// copy and no thread hand-off (tokio's `File` costs a hand-off per read
+/// and an extra copy through its own buffer). Slow path: when the data is
+/// not cached (`EAGAIN`), one positional read of up to `CHUNK` runs on the
+/// blocking pool, which also starts the kernel's read-ahead for what follows.
+struct ArtifactReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    /// Try `RWF_NOWAIT` reads first (see `NOWAIT_SUPPORTED`).
+    nowait: bool,
+    pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    /// What a blocking read returned beyond what the caller's buffer took.
+    leftover: Vec<u8>,
+}
+
+impl ArtifactReader {
+    fn new(file: File, start: u64, len: u64, nowait: bool) -> Self {
+        Self {
+            file: Arc::new(file),
+            pos: start,
+            end: start + len,
+            nowait,
+            pending: None,
+            leftover: Vec::new(),
+        }
+    }
+
+    /// One non-blocking read into `buf`: `Some(result)` when it completed
+    /// (bytes read, or an error), `None` when the data is not in memory.
+    fn read_nowait(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+        if !self.nowait {
+            return None;
+        }
+        let want = (self.end - self.pos).min(buf.remaining() as u64) as usize;
+        // SAFETY: the iovec covers `want` bytes of the buffer's unfilled
+        // (possibly uninitialised) part, which the kernel only writes to;
+        // exactly the `n` bytes it reports are then marked initialised.
+        let n = unsafe {
+            let dst = buf.unfilled_mut();
+            let iov = libc::iovec {
+                iov_base: dst.as_mut_ptr().cast(),
+                iov_len: want,
+            };
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                self.pos as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n > 0 {
+            let n = n as usize;
+            // SAFETY: the kernel wrote `n` bytes at the start of `unfilled`.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            self.pos += n as u64;
+            return Some(Ok(()));
+        }
+        if n == 0 {
+            return Some(Err(shrank()));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => None,
+            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                log::debug!("preadv2(RWF_NOWAIT) unsupported ({err}): reading on the blocking pool");
+                NOWAIT_SUPPORTED.store(false, Ordering::Relaxed);
+                self.nowait = false;
+                None
+            }
+            _ => Some(Err(err)),
+        }
+    }
+
+    fn take_leftover(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.leftover.len().min(buf.remaining());
+        buf.put_slice(&self.leftover[..n]);
+        self.leftover.drain(..n);
+    }
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")
+}
+
+impl AsyncRead for ArtifactReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.leftover.is_empty() {
+            this.take_leftover(buf);
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if let Some(pending) = this.pending.as_mut() {
+                let read = match Pin::new(pending).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(joined) => joined.map_err(io::Error::other).and_then(|r| r),
+                };
+                this.pending = None;
+                let data = read?;
+                if data.is_empty() {
+                    return Poll::Ready(Err(shrank()));
+                }
+                this.pos += data.len() as u64;
+                this.leftover = data;
+                this.take_leftover(buf);
+                return Poll::Ready(Ok(()));
+            }
+            if this.pos >= this.end || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(done) = this.read_nowait(buf) {
+                return Poll::Ready(done);
+            }
+            let (file, pos) = (this.file.clone(), this.pos);
+            let want = (this.end - this.pos).min(CHUNK as u64) as usize;
+            this.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut data = vec![0; want];
+                let n = file.read_at(&mut data, pos)?;
+                data.truncate(n);
+                Ok(data)
+            }));
+        }
+    }
+}
+
+/// Counts the bytes handed to the network, for `/metrics` as they flow and
+/// for the access log once the body is finished or abandoned.
+struct Counted<R> {
+    inner: R,
+    sent: u64,
+    metrics: Arc<Metrics>,
+    on_done: Option<OnDone>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.sent += n;
+            self.metrics.bytes_sent(n);
+        }
+        res
+    }
+}
+
+impl<R> Drop for Counted<R> {
+    fn drop(&mut self) {
+        if let Some(done) = self.on_done.take() {
+            done(self.sent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const HASH: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn classifies_store_paths() {
+        assert_eq!(
+            classify("/cohorts/stable.json"),
+            Some(Target::Manifest {
+                path: "cohorts/stable.json",
+                signature: false,
+                class: PathClass::Cohort
+            })
+        );
+        assert_eq!(
+            classify("/releases/1.3.0+b2.json.minisig"),
+            Some(Target::Manifest {
+                path: "releases/1.3.0+b2.json",
+                signature: true,
+                class: PathClass::Signature
+            })
+        );
+        assert_eq!(
+            classify(&format!("/artifacts/{HASH}")),
+            Some(Target::Artifact { name: HASH })
+        );
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for bad in [
+            "/",
+            "",
+            "cohorts/stable.json",
+            "/cohorts",
+            "/cohorts/",
+            "/cohorts/.json",
+            "/cohorts/.hidden.json",
+            "/cohorts/../etc/passwd",
+            "/cohorts/%2e%2e/x.json",
+            "/cohorts%2fstable.json",
+            "/cohorts/a%00.json",
+            "/cohorts/a\\b.json",
+            "//etc/passwd",
+            "/cohorts//stable.json",
+            "/cohorts/sub/stable.json",
+            "/cohorts/stable.txt",
+            "/cohorts/stable.json.2.minisig",
+            "/etc/passwd",
+            "/keys/release.pub",
+            "/artifacts/ABCDEF",
+            &format!("/artifacts/{}", HASH.to_uppercase()),
+            &format!("/artifacts/{HASH}.partial"),
+            &format!("/artifacts/.{}", &HASH[1..]),
+        ] {
+            assert_eq!(classify(bad), None, "{bad:?} accepted");
+        }
+    }
+
+    fn headers(pairs: &[(http::header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn preconditions_follow_rfc_9110_order() {
+        let etag = "\"abc\"";
+        use Precondition::*;
+        assert_eq!(evaluate_preconditions(&headers(&[]), etag), Proceed);
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_NONE_MATCH, "\"x\", W/\"abc\"")]), etag),
+            NotModified
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_NONE_MATCH, "*")]), etag),
+            NotModified
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_NONE_MATCH, "\"x\"")]), etag),
+            Proceed
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_MATCH, "\"abc\"")]), etag),
+            Proceed
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_MATCH, "W/\"abc\"")]), etag),
+            Failed
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_MATCH, "\"old\"")]), etag),
+            Failed
+        );
+        assert_eq!(
+            evaluate_preconditions(&headers(&[(IF_MATCH, "garbage")]), etag),
+            Failed
+        );
+        // If-Match is judged before If-None-Match.
+        assert_eq!(
+            evaluate_preconditions(
+                &headers(&[(IF_MATCH, "\"old\""), (IF_NONE_MATCH, "\"abc\"")]),
+                etag
+            ),
+            Failed
+        );
+        // Several header lines form one list.
+        assert_eq!(
+            evaluate_preconditions(
+                &headers(&[(IF_NONE_MATCH, "\"x\""), (IF_NONE_MATCH, "\"abc\"")]),
+                etag
+            ),
+            NotModified
+        );
+    }
+
+    #[test]
+    fn parses_single_ranges() {
+        use RangeDecision::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Partial { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=90-", 100), Partial { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=90-1000", 100), Partial { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Partial { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-1000", 100), Partial { start: 0, end: 99 });
+        assert_eq!(parse_range("Bytes = 5-5", 100), Partial { start: 5, end: 5 });
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
+        assert_eq!(parse_range("bytes=9-1", 100), Full);
+        assert_eq!(parse_range("bytes=+1-2", 100), Full);
+        assert_eq!(parse_range("items=0-1", 100), Full);
+        assert_eq!(parse_range("bytes=-", 100), Full);
+        assert_eq!(parse_range("bytes=99999999999999999999-", 100), Full);
+    }
+
+    async fn read_range(file: &Path, start: u64, len: u64, nowait: bool, step: usize) -> io::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt as _;
+        let mut reader = ArtifactReader::new(File::open(file)?, start, len, nowait);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn artifact_reader_returns_exact_ranges_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let data: Vec<u8> = (0..(CHUNK * 3 + 1234) as u32)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let len = data.len() as u64;
+        for nowait in [true, false] {
+            for (start, count, step) in [
+                (0, len, 64 << 10),
+                (0, len, CHUNK * 2),
+                (1, 10, 3),
+                (CHUNK as u64 - 5, CHUNK as u64 + 10, 4096),
+                (len - 1, 1, 7),
+                (len, 0, 16),
+            ] {
+                let got = read_range(&path, start, count, nowait, step).await.unwrap();
+                let want = &data[start as usize..(start + count) as usize];
+                assert!(got == want, "nowait {nowait}, {start}+{count} in steps of {step}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrinks_mid_stream_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, vec![1u8; 1000]).unwrap();
+        for nowait in [true, false] {
+            // Promise more than the file holds, as if it was truncated after open.
+            let err = read_range(&path, 0, 2000, nowait, 4096).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "nowait {nowait}");
+        }
+    }
+
+    #[test]
+    fn if_range_needs_the_current_strong_etag() {
+        let etag = "\"abc\"";
+        let partial = RangeDecision::Partial { start: 0, end: 0 };
+        assert_eq!(decide_range(&headers(&[(RANGE, "bytes=0-0")]), etag, 10), partial);
+        assert_eq!(
+            decide_range(&headers(&[(RANGE, "bytes=0-0"), (IF_RANGE, "\"abc\"")]), etag, 10),
+            partial
+        );
+        for stale in ["\"old\"", "W/\"abc\"", "Tue, 15 Nov 1994 08:12:31 GMT"] {
+            assert_eq!(
+                decide_range(&headers(&[(RANGE, "bytes=0-0"), (IF_RANGE, stale)]), etag, 10),
+                RangeDecision::Full,
+                "{stale}"
+            );
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! The in-memory snapshot of manifests and the reloader that keeps it
+//! current (DESIGN: manifest-server, Signatures).
+//!
+//! Cohort and release manifests are small and are what every device polls,
+//! so they are served from memory, never from disk: a manifest and its
+//! `.minisig` are held together as one `Pair` with one strong ETag, and a
+//! request can only ever see both halves of the same pair. The snapshot is an
+//! `Arc` swapped under a lock held for a pointer copy, so readers never wait
+//! for a reload.
+//!
+//! A reload rescans `cohorts/` and `releases/` and, for each `<name>.json`:
+//! 1. reads the manifest and its signature (regular files only, size-capped);
+//! 2. keeps the pair already served when the bytes are unchanged;
+//! 3. otherwise verifies it with the trusted keys (when `--keys` is set):
+//!    signature threshold, document validity, the name inside matching the
+//!    file name, and for cohorts a `sequence` no lower than the one served
+//!    (devices would refuse it: DESIGN, Cohort manifest);
+//! 4. publishes the pairs that passed. A pair that fails is *suspect*, not
+//!    yet refused: a writer replaces the manifest and then its signature, two
+//!    renames apart, and a scan can fall between them. After a short settle
+//!    it is read again; if it is still the same bytes and still fails, it is
+//!    refused: one error line, one count in `/metrics`, and the last good
+//!    pair stays served (a manifest that never had one stays a 404). The
+//!    refused state is remembered so later scans do not report it again. If
+//!    it changed meanwhile, the change produced a watch event and the next
+//!    scan judges the new bytes.
+//!
+//! A manifest deleted from disk stops being served. Without `--keys` every
+//! pair on disk is served as it is (the server warns once at start).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use http::HeaderValue;
+use manifest::store::{COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
+use manifest::{CohortName, TrustedKeys, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+
+/// A manifest and its signature, as served together.
+#[derive(Debug)]
+pub struct Pair {
+    pub manifest: Bytes,
+    /// Always present when verifying; may be missing when serving unverified.
+    pub signature: Option<Bytes>,
+    /// Strong ETag shared by both files: changes whenever either changes, so
+    /// `If-Match` on the signature request detects a pair that moved on.
+    pub etag: HeaderValue,
+    /// The cohort manifest's sequence, once verified and parsed.
+    pub sequence: Option<u64>,
+}
+
+impl Pair {
+    fn new(manifest: Bytes, signature: Option<Bytes>, sequence: Option<u64>) -> Self {
+        let etag = pair_etag(&manifest, signature.as_deref());
+        Self {
+            manifest,
+            signature,
+            etag,
+            sequence,
+        }
+    }
+
+    fn same_bytes(&self, manifest: &[u8], signature: Option<&[u8]>) -> bool {
+        self.manifest == manifest && self.signature.as_deref() == signature
+    }
+
+    fn size(&self) -> usize {
+        self.manifest.len() + self.signature.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// `"<sha256(len(manifest) || manifest || signature)>"`: the length prefix
+/// keeps the boundary between the two files unambiguous.
+fn pair_etag(manifest: &[u8], signature: Option<&[u8]>) -> HeaderValue {
+    let mut h = Sha256::new();
+    h.update((manifest.len() as u64).to_le_bytes());
+    h.update(manifest);
+    if let Some(sig) = signature {
+        h.update(sig);
+    }
+    let tag = format!("\"{}\"", hex::encode(h.finalize()));
+    HeaderValue::from_str(&tag).expect("hex is a valid header value")
+}
+
+/// Every manifest served, keyed by its store path (`cohorts/stable.json`).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pairs: HashMap<String, Arc<Pair>>,
+}
+
+impl Snapshot {
+    pub fn get(&self, manifest_path: &str) -> Option<&Arc<Pair>> {
+        self.pairs.get(manifest_path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.pairs.values().map(|p| p.size()).sum()
+    }
+}
+
+/// The snapshot currently served, shared by the HTTP handlers and the reloader.
+#[derive(Debug, Clone, Default)]
+pub struct SharedSnapshot(Arc<RwLock<Arc<Snapshot>>>);
+
+impl SharedSnapshot {
+    /// The pair for `manifest_path`; the lock is held for one hash lookup.
+    pub fn pair(&self, manifest_path: &str) -> Option<Arc<Pair>> {
+        self.read().get(manifest_path).cloned()
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.read().clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Arc<Snapshot>> {
+        // A poisoned lock only means a reloader panicked mid-swap, and the
+        // swap is a single assignment: the value inside is still whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn store(&self, snapshot: Snapshot) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+}
+
+/// What a scan found on disk for one manifest path.
+#[derive(Debug)]
+enum OnDisk {
+    /// The manifest is gone (deleted between the listing and the read).
+    Gone,
+    Files {
+        manifest: Bytes,
+        signature: Option<Bytes>,
+    },
+    /// Present but not servable as a file (a symlink, unreadable, not a file).
+    Broken(String),
+}
+
+impl OnDisk {
+    /// Identifies the exact state, so a refused state is reported once.
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        match self {
+            OnDisk::Gone => h.update(b"gone"),
+            OnDisk::Files { manifest, signature } => {
+                h.update(b"files");
+                h.update((manifest.len() as u64).to_le_bytes());
+                h.update(manifest);
+                if let Some(sig) = signature {
+                    h.update(sig);
+                }
+            }
+            OnDisk::Broken(reason) => {
+                h.update(b"broken");
+                h.update(reason.as_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// Keeps the shared snapshot in step with the store. Used from one thread.
+pub struct Loader {
+    root: PathBuf,
+    trust: Option<TrustedKeys>,
+    shared: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    settle: Duration,
+    /// Fingerprint of the state last refused, per manifest path.
+    refused: HashMap<String, [u8; 32]>,
+    /// File names already warned about as not being manifest names.
+    ignored: HashSet<String>,
+    loaded_once: bool,
+}
+
+/// How long a failing pair is given to become consistent before it is refused.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+impl Loader {
+    pub fn new(
+        root: PathBuf,
+        trust: Option<TrustedKeys>,
+        shared: SharedSnapshot,
+        metrics: Arc<Metrics>,
+        settle: Duration,
+    ) -> Self {
+        Self {
+            root,
+            trust,
+            shared,
+            metrics,
+            settle,
+            refused: HashMap::new(),
+            ignored: HashSet::new(),
+            loaded_once: false,
+        }
+    }
+
+    /// Rescan the store and publish what changed. Blocking: reads files and
+    /// may sleep for the settle time; call it from a thread of its own.
+    pub fn reload(&mut self) {
+        let current = self.shared.load();
+        let paths = self.list_manifests(&current);
+        // Forget refusals of files that are gone, so a file re-created later
+        // with the same bad bytes is reported again.
+        self.refused.retain(|path, _| paths.contains(path));
+        let mut next = HashMap::with_capacity(paths.len());
+        let mut suspects = Vec::new();
+        for path in paths {
+            let disk = read_pair(&self.root, &path);
+            let served = current.get(&path);
+            if let Some(pair) = self.judge_unchanged(&path, &disk, served) {
+                if let Some(pair) = pair {
+                    next.insert(path, pair);
+                }
+                continue;
+            }
+            match self.evaluate(&path, &disk, served.map(Arc::as_ref)) {
+                Ok(pair) => {
+                    self.accepted(&path, &pair, served.is_some());
+                    next.insert(path, Arc::new(pair));
+                }
+                Err(reason) => {
+                    if let Some(pair) = served {
+                        next.insert(path.clone(), pair.clone());
+                    }
+                    suspects.push((path, disk.fingerprint(), reason));
+                }
+            }
+        }
+        for path in current.pairs.keys().filter(|p| !next.contains_key(*p)) {
+            if self.loaded_once {
+                log::info!("{path}: removed from the store, no longer served");
+            }
+        }
+        self.publish(next, &current);
+
+        if suspects.is_empty() {
+            return;
+        }
+        // A writer may be between its two renames: give it time, then judge
+        // the pairs that still fail with the same bytes.
+        std::thread::sleep(self.settle);
+        let current = self.shared.load();
+        let mut next = current.pairs.clone();
+        for (path, first, first_reason) in suspects {
+            let disk = read_pair(&self.root, &path);
+            let served = current.get(&path);
+            if matches!(disk, OnDisk::Gone) {
+                continue; // deleted meanwhile: the pending watch event rescans
+            }
+            if disk.fingerprint() == first {
+                self.refuse(&path, first, &first_reason, served.map(Arc::as_ref));
+                continue;
+            }
+            // Changed during the settle: take it if it is now good; if not,
+            // the change left a watch event behind and the next scan judges it.
+            if let Ok(pair) = self.evaluate(&path, &disk, served.map(Arc::as_ref)) {
+                self.accepted(&path, &pair, served.is_some());
+                next.insert(path, Arc::new(pair));
+            }
+        }
+        self.publish(next, &current);
+    }
+
+    /// `Some(kept)` when nothing needs judging: the bytes are the pair being
+    /// served (kept), or the state already refused (the old pair, if any).
+    #[allow(clippy::option_option)]
+    fn judge_unchanged(
+        &mut self,
+        path: &str,
+        disk: &OnDisk,
+        served: Option<&Arc<Pair>>,
+    ) -> Option<Option<Arc<Pair>>> {
+        match disk {
+            OnDisk::Gone => return Some(None),
+            OnDisk::Files { manifest, signature } => {
+                if let Some(pair) = served.filter(|p| p.same_bytes(manifest, signature.as_deref())) {
+                    // Back to the served bytes: a later identical bad edit
+                    // deserves a report of its own.
+                    self.refused.remove(path);
+                    return Some(Some(pair.clone()));
+                }
+            }
+            OnDisk::Broken(_) => {}
+        }
+        if self.refused.get(path) == Some(&disk.fingerprint()) {
+            return Some(served.cloned());
+        }
+        None
+    }
+
+    fn accepted(&mut self, path: &str, pair: &Pair, replaces: bool) {
+        self.refused.remove(path);
+        let what = match (pair.sequence, &self.trust) {
+            (Some(seq), _) => format!("verified, sequence {seq}"),
+            (None, Some(_)) => "verified".to_string(),
+            (None, None) => "unverified".to_string(),
+        };
+        if self.loaded_once {
+            let verb = if replaces { "now serving" } else { "serving new" };
+            log::info!("{path}: {verb} version ({what}, etag {})", etag_str(&pair.etag));
+        } else {
+            log::debug!("{path}: serving ({what})");
+        }
+    }
+
+    fn refuse(&mut self, path: &str, fingerprint: [u8; 32], reason: &str, served: Option<&Pair>) {
+        self.refused.insert(path.to_string(), fingerprint);
+        self.metrics.manifest_rejected();
+        let keeping = match served {
+            Some(Pair {
+                sequence: Some(seq), ..
+            }) => format!("still serving the last good version (sequence {seq})"),
+            Some(_) => "still serving the last good version".to_string(),
+            None => "not served until a valid version is in place".to_string(),
+        };
+        log::error!("refused {path}: {reason}; {keeping}");
+    }
+
+    fn publish(&mut self, next: HashMap<String, Arc<Pair>>, current: &Snapshot) {
+        let unchanged = next.len() == current.pairs.len()
+            && next
+                .iter()
+                .all(|(k, v)| current.pairs.get(k).is_some_and(|c| Arc::ptr_eq(c, v)));
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if unchanged && self.loaded_once {
+            // Still a reload: the timestamp shows the watcher is alive.
+            self.metrics.snapshot_loaded(now, current.len(), current.bytes());
+            return;
+        }
+        let snapshot = Snapshot { pairs: next };
+        self.metrics
+            .snapshot_loaded(now, snapshot.len(), snapshot.bytes());
+        if !self.loaded_once {
+            log::info!(
+                "loaded {} manifest(s) from {} ({} bytes)",
+                snapshot.len(),
+                self.root.display(),
+                snapshot.bytes()
+            );
+            self.loaded_once = true;
+        }
+        self.shared.store(snapshot);
+    }
+
+    /// The manifest paths to consider: `<dir>/<name>.json` whose name is a
+    /// valid cohort name or version. For a directory that cannot be listed,
+    /// the paths served from it (a transient error must not empty the store).
+    fn list_manifests(&mut self, current: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in [COHORTS_DIR, RELEASES_DIR] {
+            let entries = match std::fs::read_dir(self.root.join(dir)) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    // Its manifests are judged one by one below: kept while
+                    // they cannot be read, unserved once they are gone.
+                    log::error!("cannot list {dir}/ in the store: {e}");
+                    let prefix = format!("{dir}/");
+                    out.extend(current.pairs.keys().filter(|k| k.starts_with(&prefix)).cloned());
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let Some(stem) = name.strip_suffix(".json") else {
+                    continue; // signatures, temp files, anything else
+                };
+                if stem.starts_with('.') {
+                    continue; // editors' and sync tools' temp files
+                }
+                let valid = match dir {
+                    COHORTS_DIR => CohortName::new(stem).is_ok(),
+                    _ => manifest::parse_version(stem).is_ok(),
+                };
+                let path = format!("{dir}/{name}");
+                if valid {
+                    out.push(path);
+                } else if self.ignored.insert(path.clone()) {
+                    let what = if dir == COHORTS_DIR {
+                        "a cohort name"
+                    } else {
+                        "a version"
+                    };
+                    log::warn!("{path}: not served: {stem:?} is not {what}");
+                }
+            }
+        }
+        out
+    }
+
+    /// Decide whether what is on disk may be served, and build its pair.
+    fn evaluate(&self, path: &str, disk: &OnDisk, served: Option<&Pair>) -> Result<Pair, String> {
+        let (manifest, signature) = match disk {
+            OnDisk::Files { manifest, signature } => (manifest, signature),
+            OnDisk::Broken(reason) => return Err(reason.clone()),
+            OnDisk::Gone => return Err(format!("{path}: gone")),
+        };
+        let Some(trust) = &self.trust else {
+            if manifest.len() > MAX_MANIFEST_BYTES {
+                return Err(format!(
+                    "{path}: {} bytes is over the {MAX_MANIFEST_BYTES}-byte limit for a manifest",
+                    manifest.len()
+                ));
+            }
+            return Ok(Pair::new(manifest.clone(), signature.clone(), None));
+        };
+        let Some(signature) = signature else {
+            return Err(format!("{path}{SIGNATURE_SUFFIX}: missing"));
+        };
+        let stem = path
+            .split_once('/')
+            .and_then(|(_, name)| name.strip_suffix(".json"))
+            .unwrap_or_default();
+        let sequence = if path.starts_with(COHORTS_DIR) {
+            let doc = trust
+                .verify_cohort(path, manifest, signature)
+                .map_err(|e| e.to_string())?;
+            if doc.cohort.as_str() != stem {
+                return Err(format!(
+                    "{path}: the manifest is for cohort {:?}, not {stem:?}",
+                    doc.cohort.as_str()
+                ));
+            }
+            if let Some(prev) = served.and_then(|p| p.sequence) {
+                if doc.sequence < prev {
+                    return Err(format!(
+                        "{path}: sequence {} is lower than {prev}, the one being served \
+                         (devices would refuse it: raise the sequence and re-sign)",
+                        doc.sequence
+                    ));
+                }
+                if doc.sequence == prev && served.is_some_and(|p| p.manifest != *manifest) {
+                    return Err(format!(
+                        "{path}: sequence {prev} is the one being served, with other bytes \
+                         (devices that have it would refuse this one: raise the sequence and re-sign)"
+                    ));
+                }
+            }
+            Some(doc.sequence)
+        } else {
+            let doc = trust
+                .verify_release(path, manifest, signature)
+                .map_err(|e| e.to_string())?;
+            if doc.version.to_string() != stem {
+                return Err(format!(
+                    "{path}: the manifest is for version {}, not {stem}",
+                    doc.version
+                ));
+            }
+            None
+        };
+        Ok(Pair::new(manifest.clone(), Some(signature.clone()), sequence))
+    }
+}
+
+fn etag_str(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("?")
+}
+
+fn read_pair(root: &Path, path: &str) -> OnDisk {
+    let manifest = match read_capped(&root.join(path), MAX_MANIFEST_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return OnDisk::Gone,
+        Err(reason) => return OnDisk::Broken(format!("{path}: {reason}")),
+    };
+    let sig_path = format!("{path}{SIGNATURE_SUFFIX}");
+    let signature = match read_capped(&root.join(&sig_path), MAX_SIGNATURE_BYTES) {
+        Ok(sig) => sig,
+        Err(reason) => return OnDisk::Broken(format!("{sig_path}: {reason}")),
+    };
+    OnDisk::Files { manifest, signature }
+}
+
+/// Read a regular file, refusing symlinks (O_NOFOLLOW: a link could point
+/// anywhere on the machine), reading at most `limit + 1` bytes so an
+/// oversized file is reported as such by the verifier without being loaded.
+/// `Ok(None)` when the file does not exist.
+fn read_capped(path: &Path, limit: usize) -> Result<Option<Bytes>, String> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("is a symbolic link; only regular files in the store are served".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut buf = Vec::with_capacity((meta.len() as usize).min(limit + 1));
+    (&file as &File)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Bytes::from(buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifest::minisign::signatures_to_text;
+    use manifest::SecretKey;
+
+    fn cohort(seq: u64) -> Vec<u8> {
+        format!(
+            r#"{{"schema": 1, "kind": "cohort", "product": "neopro", "cohort": "stable", "sequence": {seq},
+  "issued_at": "2026-11-21T10:00:00Z", "expires_at": "2026-12-21T10:00:00Z",
+  "target": {{"version": "1.3.0", "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "size": 812}},
+  "rollout": {{"percent": 10}}}}
+"#
+        )
+        .into_bytes()
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: SecretKey,
+        loader: Loader,
+        shared: SharedSnapshot,
+        metrics: Arc<Metrics>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for sub in ["cohorts", "releases", "artifacts"] {
+                std::fs::create_dir(dir.path().join(sub)).unwrap();
+            }
+            let key = SecretKey::generate();
+            let trust = TrustedKeys::new([key.public_key()], 1).unwrap();
+            let shared = SharedSnapshot::default();
+            let metrics = Arc::new(Metrics::default());
+            let loader = Loader::new(
+                dir.path().to_path_buf(),
+                Some(trust),
+                shared.clone(),
+                metrics.clone(),
+                Duration::ZERO,
+            );
+            Self {
+                dir,
+                key,
+                loader,
+                shared,
+                metrics,
+            }
+        }
+
+        fn write(&self, path: &str, body: &[u8], signed: Option<&[u8]>) {
+            std::fs::write(self.dir.path().join(path), body).unwrap();
+            if let Some(signed) = signed {
+                let block = self.key.sign(signed, "timestamp:0\tfile:x").unwrap();
+                std::fs::write(
+                    self.dir.path().join(format!("{path}.minisig")),
+                    signatures_to_text(&[block]),
+                )
+                .unwrap();
+            }
+        }
+
+        fn served(&self, path: &str) -> Option<Bytes> {
+            self.shared.pair(path).map(|p| p.manifest.clone())
+        }
+    }
+
+    #[test]
+    fn bad_edit_keeps_the_last_good_pair_and_is_counted_once() {
+        let mut f = Fixture::new();
+        f.write("cohorts/stable.json", &cohort(1), Some(&cohort(1)));
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(1));
+        let etag = f.shared.pair("cohorts/stable.json").unwrap().etag.clone();
+
+        f.write("cohorts/stable.json", &cohort(2), None);
+        f.loader.reload();
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(1));
+        assert_eq!(f.metrics.rejected(), 1);
+
+        f.write("cohorts/stable.json", &cohort(2), Some(&cohort(2)));
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(2));
+        assert_ne!(f.shared.pair("cohorts/stable.json").unwrap().etag, etag);
+    }
+
+    #[test]
+    fn lower_or_reused_sequence_is_refused() {
+        let mut f = Fixture::new();
+        f.write("cohorts/stable.json", &cohort(5), Some(&cohort(5)));
+        f.loader.reload();
+        f.write("cohorts/stable.json", &cohort(4), Some(&cohort(4)));
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(5));
+        let mut same_seq = cohort(5);
+        same_seq.extend_from_slice(b"\n");
+        f.write("cohorts/stable.json", &same_seq, Some(&same_seq));
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(5));
+        assert_eq!(f.metrics.rejected(), 2);
+    }
+
+    #[test]
+    fn unsigned_new_manifest_is_not_served_and_deletion_unserves() {
+        let mut f = Fixture::new();
+        f.write("cohorts/stable.json", &cohort(1), None);
+        f.loader.reload();
+        assert!(f.served("cohorts/stable.json").is_none());
+        f.write("cohorts/stable.json", &cohort(1), Some(&cohort(1)));
+        f.loader.reload();
+        assert!(f.served("cohorts/stable.json").is_some());
+        std::fs::remove_file(f.dir.path().join("cohorts/stable.json")).unwrap();
+        f.loader.reload();
+        assert!(f.served("cohorts/stable.json").is_none());
+    }
+
+    #[test]
+    fn wrong_cohort_name_and_symlinks_are_refused() {
+        let mut f = Fixture::new();
+        f.write("cohorts/beta.json", &cohort(1), Some(&cohort(1)));
+        let outside = f.dir.path().join("outside.json");
+        std::fs::write(&outside, cohort(1)).unwrap();
+        std::os::unix::fs::symlink(&outside, f.dir.path().join("cohorts/stable.json")).unwrap();
+        f.loader.reload();
+        assert!(f.served("cohorts/beta.json").is_none());
+        assert!(f.served("cohorts/stable.json").is_none());
+        assert_eq!(f.metrics.rejected(), 2);
+    }
+
+    #[test]
+    fn etag_covers_both_files() {
+        let a = pair_etag(b"ab", Some(b"c"));
+        assert_ne!(a, pair_etag(b"a", Some(b"bc")));
+        assert_ne!(a, pair_etag(b"ab", Some(b"d")));
+        assert_eq!(a, pair_etag(b"ab", Some(b"c")));
+        assert!(a.to_str().unwrap().starts_with('"'));
+    }
+}

@@ -1,0 +1,125 @@
+//! Watches `cohorts/` and `releases/` and drives the snapshot `Loader`.
+//!
+//! Steps: `notify` (inotify on Linux) reports a change; the reload thread
+//! waits a short debounce so the burst of events one edit makes (create,
+//! write, rename, a second rename for the signature) becomes one rescan; then
+//! it calls `Loader::reload`. The debounce is a fixed delay after the first
+//! event, not a quiet period, so a store that changes continuously is still
+//! rescanned at least every `DEBOUNCE` plus the scan time. Events arriving
+//! during a reload stay queued and cause the next one, so no change is missed.
+//!
+//! `artifacts/` is not watched: artifacts are immutable and opened per
+//! request. A periodic rescan (`PERIODIC`) covers what inotify can miss: a
+//! queue overflow, or a watched directory replaced wholesale.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use manifest::store::{COHORTS_DIR, RELEASES_DIR};
+use notify::event::{AccessKind, EventKind};
+use notify::{RecursiveMode, Watcher as _};
+
+use crate::snapshot::Loader;
+
+/// How long after the first event of a burst the store is rescanned.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+/// Rescan even without events, in case inotify dropped some.
+pub const PERIODIC: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot start watching the store (inotify): {0}")]
+    Start(#[source] notify::Error),
+    #[error("cannot watch {dir}/ in the store: {source}")]
+    Dir {
+        dir: &'static str,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Keeps the watch and the reload thread alive; dropping it stops both.
+pub struct StoreWatcher {
+    _watcher: notify::RecommendedWatcher,
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
+
+impl StoreWatcher {
+    /// Start watching, then run the first reload on the calling thread, so
+    /// the snapshot is complete before the server answers any request, and
+    /// no change made during that first load is missed.
+    pub fn start(mut loader: Loader, root: &std::path::Path) -> Result<Self, WatchError> {
+        // Capacity 1 + try_send: one pending wake-up is as good as many.
+        let (wake, events) = mpsc::sync_channel::<()>(1);
+        let notify_wake = wake.clone();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            match res {
+                // Our own reads open the files: never let them trigger a rescan.
+                Ok(ev) if matches!(ev.kind, EventKind::Access(AccessKind::Open(_) | AccessKind::Read)) => {}
+                Ok(_) => {
+                    let _ = notify_wake.try_send(());
+                }
+                Err(e) => {
+                    log::warn!("store watch: {e}; rescanning");
+                    let _ = notify_wake.try_send(());
+                }
+            }
+        })
+        .map_err(WatchError::Start)?;
+        for dir in [COHORTS_DIR, RELEASES_DIR] {
+            watcher
+                .watch(&root.join(dir), RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Dir { dir, source })?;
+        }
+        loader.reload();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        thread::Builder::new()
+            .name("store-reload".into())
+            .spawn(move || reload_loop(loader, events, &thread_stop))
+            .expect("spawning a thread only fails when the system is out of resources");
+        Ok(Self {
+            _watcher: watcher,
+            stop,
+            wake,
+        })
+    }
+}
+
+impl Drop for StoreWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn reload_loop(mut loader: Loader, events: mpsc::Receiver<()>, stop: &AtomicBool) {
+    loop {
+        match events.recv_timeout(PERIODIC) {
+            Ok(()) => {
+                // Debounce: absorb the rest of the burst, up to DEBOUNCE
+                // after its first event.
+                let deadline = Instant::now() + DEBOUNCE;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match events.recv_timeout(left) {
+                        Ok(()) if !left.is_zero() => continue,
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        loader.reload();
+    }
+}

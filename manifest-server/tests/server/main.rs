@@ -1,0 +1,8 @@
+//! Integration tests against the real `manifest-server` binary on
+//! 127.0.0.1:0, with stores built at test time (issue #3's acceptance list).
+
+mod common;
+mod http;
+mod reload;
+mod startup;
+mod traversal;
