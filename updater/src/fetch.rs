@@ -296,7 +296,7 @@ impl Download {
                 .map_err(|_| stalled())?
                 .map_err(|e| offline(url, root_cause(&e))),
             Body::File(f) => {
-                let mut buf = vec![0u8; 256 * 1024];
+                let mut buf = vec![0u8; 64 * 1024];
                 let n = f.read(&mut buf).await.map_err(|e| offline(url, e))?;
                 buf.truncate(n);
                 Ok((n > 0).then(|| Bytes::from(buf)))

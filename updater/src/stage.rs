@@ -71,9 +71,12 @@ pub struct Stager<'a> {
     pub transport: &'a Transport,
 }
 
-/// Bytes in flight between download and unpack: 64 chunks (hyper's are
-/// 8-16 KiB) keep both sides busy without holding more than ~1 MiB.
-const CHANNEL_CHUNKS: usize = 64;
+/// Bytes in flight between download and unpack: chunks are cut to at most
+/// `PIECE` bytes and the channel holds `CHANNEL_PIECES` of them, so the
+/// pipeline holds well under 1 MiB however large hyper's reads get (they
+/// grow to hundreds of KiB on a fast link), and both sides stay busy.
+const PIECE: usize = 64 * 1024;
+const CHANNEL_PIECES: usize = 8;
 
 impl Stager<'_> {
     /// Stage `release` into `slot`, reusing components found in `active`.
@@ -209,7 +212,7 @@ impl Stager<'_> {
     /// over the network in this run.
     async fn fetch_component(&self, c: &Component, dest: &Path) -> Result<u64, StageError> {
         let partial = self.paths.partial(&c.sha256);
-        let (tx, rx) = sync_channel::<Bytes>(CHANNEL_CHUNKS);
+        let (tx, rx) = sync_channel::<Bytes>(CHANNEL_PIECES);
         let limits = Limits::unpacked(c.unpacked_size);
         let unpack_dest = dest.to_path_buf();
         let unpacker = std::thread::spawn(move || unpack(ChannelReader::new(rx), &unpack_dest, limits));
@@ -278,12 +281,15 @@ impl Stager<'_> {
         let mut hasher = Sha256::new();
         let mut tx = Some(tx);
         let bar = progress_bar(c);
-        let mut send = |chunk: Bytes, hasher: &mut Sha256| {
+        let mut send = |mut chunk: Bytes, hasher: &mut Sha256| {
             hasher.update(&chunk);
             bar.inc(chunk.len() as u64);
-            if let Some(sender) = &tx {
-                if sender.send(chunk).is_err() {
-                    tx = None; // the unpacker finished or failed; keep hashing
+            while !chunk.is_empty() {
+                let piece = chunk.split_to(chunk.len().min(PIECE));
+                if let Some(sender) = &tx {
+                    if sender.send(piece).is_err() {
+                        tx = None; // the unpacker finished or failed; keep hashing
+                    }
                 }
             }
         };
@@ -296,7 +302,7 @@ impl Stager<'_> {
                 drop(f);
                 fs::remove_file(partial).map_err(io_at(partial))?;
             } else {
-                let mut buf = vec![0u8; 256 * 1024];
+                let mut buf = vec![0u8; PIECE];
                 loop {
                     let n = f.read(&mut buf).map_err(io_at(partial))?;
                     if n == 0 {

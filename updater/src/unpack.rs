@@ -12,7 +12,7 @@ use manifest::archive::{self, ArchiveError, EntryKind, Limits, SafeEntry, Summar
 
 pub fn unpack(tar_gz: impl Read, dest: &Path, limits: Limits) -> Result<Summary, ArchiveError> {
     let mut dir_modes = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let summary = archive::walk(tar_gz, limits, |entry: &SafeEntry, data: &mut dyn Read| {
         let path = dest.join(&entry.path);
         if let Some(parent) = path.parent() {
