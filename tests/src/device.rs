@@ -70,6 +70,8 @@ pub struct DeviceConfig {
     pub stall_timeout: String,
     pub retries: u32,
     pub backoff_initial: String,
+    /// Raw TOML appended to the file (`[daemon]`, `[report]` sections).
+    pub extra_toml: String,
 }
 
 impl DeviceConfig {
@@ -91,6 +93,7 @@ impl DeviceConfig {
             stall_timeout: "2s".into(),
             retries: 0,
             backoff_initial: "100ms".into(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -192,7 +195,7 @@ connect_timeout = {connect}
 stall_timeout = {stall}
 retries = {retries}
 backoff_initial = {backoff}
-"#,
+{extra}"#,
             server = q(&c.server),
             product = q(&c.product),
             cohort = q(&c.cohort),
@@ -213,6 +216,7 @@ backoff_initial = {backoff}
             stall = q(&c.stall_timeout),
             retries = c.retries,
             backoff = q(&c.backoff_initial),
+            extra = c.extra_toml,
         );
         fs::write(&self.config_path, text).unwrap();
     }
