@@ -21,6 +21,7 @@ use crate::bins;
 pub struct Server {
     store: PathBuf,
     keys: Vec<PathBuf>,
+    extra: Vec<String>,
     addr: SocketAddr,
     child: Option<Child>,
     logs: tempfile::TempDir,
@@ -30,9 +31,15 @@ pub struct Server {
 impl Server {
     /// Serve `store`, verifying manifests with `keys` (empty: unverified).
     pub fn start(store: &Path, keys: &[PathBuf]) -> Server {
+        Server::start_with(store, keys, &[])
+    }
+
+    /// Like [`Server::start`], with more flags (e.g. `--reports-db FILE`).
+    pub fn start_with(store: &Path, keys: &[PathBuf], extra: &[&str]) -> Server {
         let mut server = Server {
             store: store.to_path_buf(),
             keys: keys.to_vec(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             logs: tempfile::tempdir().unwrap(),
@@ -64,6 +71,7 @@ impl Server {
         if !self.keys.is_empty() {
             cmd.arg("--keys").args(&self.keys);
         }
+        cmd.args(&self.extra);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -24,7 +24,7 @@ use crate::durable::{flip_symlink, write_atomic};
 use crate::fetch::{FetchError, Small, Transport};
 use crate::health::Checks;
 use crate::history::{self, Event};
-use crate::lock::{self, LockError};
+use crate::lock::{self, LockError, RunLock};
 use crate::paths::Paths;
 use crate::policy::{self, Decision};
 use crate::process;
@@ -91,23 +91,28 @@ impl Agent {
         Self { config, paths, clock }
     }
 
-    /// `updater check`.
-    pub async fn check(&self, dry_run: bool) -> Result<Report, RunError> {
+    /// Create the state dir and take the run lock; `Err(report)` when
+    /// another run holds it (nothing to do, not an error).
+    fn lock(&self) -> Result<Result<RunLock, Report>, RunError> {
         self.paths
             .ensure()
             .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.root.display())))?;
-        let _lock = match lock::acquire(&self.paths.lock()) {
+        match lock::acquire(&self.paths.lock()) {
+            Ok(l) => Ok(Ok(l)),
+            Err(LockError::Held) => Ok(Err(Report::new(
+                Outcome::Locked,
+                None,
+                "another updater run holds the lock; nothing done",
+            ))),
+            Err(LockError::Io(e)) => Err(RunError::Io(format!("{}: {e}", self.paths.lock().display()))),
+        }
+    }
+
+    /// `updater check`.
+    pub async fn check(&self, dry_run: bool) -> Result<Report, RunError> {
+        let _lock = match self.lock()? {
             Ok(l) => l,
-            Err(LockError::Held) => {
-                return Ok(Report::new(
-                    Outcome::Locked,
-                    None,
-                    "another updater run holds the lock; nothing done",
-                ))
-            }
-            Err(LockError::Io(e)) => {
-                return Err(RunError::Io(format!("{}: {e}", self.paths.lock().display())))
-            }
+            Err(report) => return Ok(report),
         };
         let mut state = State::load(&self.paths)?;
         let running_before = state.active_version().cloned();
@@ -693,19 +698,9 @@ impl Agent {
     /// `updater rollback [--to VERSION]`: go back to the other slot's release
     /// by hand, and block the version left behind.
     pub async fn manual_rollback(&self, to: Option<&Version>) -> Result<Report, RunError> {
-        self.paths
-            .ensure()
-            .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.root.display())))?;
-        let _lock = match lock::acquire(&self.paths.lock()) {
+        let _lock = match self.lock()? {
             Ok(l) => l,
-            Err(LockError::Held) => {
-                return Ok(Report::new(
-                    Outcome::Locked,
-                    None,
-                    "another updater run holds the lock; nothing done",
-                ))
-            }
-            Err(LockError::Io(e)) => return Err(RunError::Io(e.to_string())),
+            Err(report) => return Ok(report),
         };
         let mut state = State::load(&self.paths)?;
         if state.phase != Phase::Idle {
