@@ -36,26 +36,61 @@ pub enum Command {
     Verify(VerifyArgs),
     /// One line per cohort: version, rollout percent, sequence, expiry.
     Status(StatusArgs),
+    /// Canary rollouts gated on device reports: status, advance, halt, rollback, watch.
+    Rollout(crate::rollout::cli::RolloutArgs),
 }
 
-impl Command {
-    pub fn run(self, now: Timestamp) -> Result<bool> {
+/// How a run that did not fail with an error ends; [`Exit::code`] is the one
+/// place that maps it to the documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Success,
+    /// 1: the run worked and found problems (e.g. `verify`).
+    Problems,
+    /// 3: `rollout advance|watch` stopped a rollout (halt or rollback).
+    RolloutStopped,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
         match self {
-            Command::Keygen(a) => a.run(),
-            Command::Release(a) => a.run(now),
-            Command::Promote(a) => a.run(now),
-            Command::Sign(a) => a.run(now),
-            Command::Verify(a) => a.run(now),
-            Command::Status(a) => a.run(now),
+            Exit::Success => 0,
+            Exit::Problems => 1,
+            Exit::RolloutStopped => 3,
         }
     }
 }
 
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+impl From<bool> for Exit {
+    fn from(ok: bool) -> Self {
+        if ok {
+            Exit::Success
+        } else {
+            Exit::Problems
+        }
+    }
+}
+
+impl Command {
+    pub fn run(self, now: Timestamp) -> Result<Exit> {
+        match self {
+            Command::Keygen(a) => a.run().map(Exit::from),
+            Command::Release(a) => a.run(now).map(Exit::from),
+            Command::Promote(a) => a.run(now).map(Exit::from),
+            Command::Sign(a) => a.run(now).map(Exit::from),
+            Command::Verify(a) => a.run(now).map(Exit::from),
+            Command::Status(a) => a.run(now).map(Exit::from),
+            Command::Rollout(a) => a.run(now),
+        }
+    }
+}
+
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30d, 12h, 90days)"))
 }
 
-fn load_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
+pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
     let keys: Vec<SecretKey> = paths.iter().map(|p| load_secret_key(p)).collect::<Result<_>>()?;
     let mut ids: Vec<_> = keys.iter().map(|k| k.id).collect();
     ids.sort();
@@ -189,11 +224,12 @@ pub struct PromoteArgs {
 
 impl PromoteArgs {
     fn run(self, now: Timestamp) -> Result<bool> {
-        let trusted = self
+        let trusted: Vec<_> = self
             .trusted
             .iter()
             .map(|p| load_public_key(p))
             .collect::<Result<_>>()?;
+        let keys = load_keys(&self.keys)?;
         let doc = crate::promote::promote(crate::promote::PromoteRequest {
             store: self.store,
             cohort: self.cohort,
@@ -201,8 +237,9 @@ impl PromoteArgs {
             percent: self.percent,
             expires: self.expires,
             allow_downgrade: self.allow_downgrade,
-            keys: load_keys(&self.keys)?,
-            trusted,
+            keys: &keys,
+            trusted: &trusted,
+            expect_sequence: None,
             now,
         })?;
         println!(

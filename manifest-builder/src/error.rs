@@ -37,6 +37,11 @@ pub enum Error {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The fleet summary could not be read (server, token, JSON).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    Policy(#[from] crate::rollout::PolicyError),
     #[error("{0}")]
     Invalid(String),
     /// The store already says otherwise (immutable release, lower version…).

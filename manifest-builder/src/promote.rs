@@ -16,20 +16,25 @@ use crate::error::{Error, Result};
 use crate::keys::trust_for;
 use crate::store::{file_name, sign_with, Store};
 
-pub struct PromoteRequest {
+/// Keys are borrowed: `rollout watch` signs many times with keys loaded once
+/// (secret keys are deliberately not `Clone`).
+pub struct PromoteRequest<'a> {
     pub store: PathBuf,
     pub cohort: CohortName,
     pub version: Version,
     pub percent: Option<Percent>,
     pub expires: Duration,
     pub allow_downgrade: bool,
-    pub keys: Vec<SecretKey>,
+    pub keys: &'a [SecretKey],
     /// Extra keys a release may be signed by (e.g. a separate release key).
-    pub trusted: Vec<PublicKey>,
+    pub trusted: &'a [PublicKey],
+    /// Refuse unless the cohort's current sequence is this one: `rollout`
+    /// decides on what it read, and must not overwrite a change made since.
+    pub expect_sequence: Option<u64>,
     pub now: Timestamp,
 }
 
-pub fn promote(req: PromoteRequest) -> Result<CohortManifest> {
+pub fn promote(req: PromoteRequest<'_>) -> Result<CohortManifest> {
     let store = Store::open(&req.store)?;
     let rel = release_path(&req.version);
     let pair = store.read_pair(&rel)?.ok_or_else(|| {
@@ -45,7 +50,7 @@ pub fn promote(req: PromoteRequest) -> Result<CohortManifest> {
             store.path(&rel).display()
         ))
     })?;
-    let trust = trust_for(&req.keys, &req.trusted, 1)?;
+    let trust = trust_for(req.keys, req.trusted, 1)?;
     let release = trust.verify_release(&rel, &pair.bytes, &signature)?;
 
     let cohort_rel = cohort_path(&req.cohort);
@@ -56,6 +61,16 @@ pub fn promote(req: PromoteRequest) -> Result<CohortManifest> {
             source,
         })?),
     };
+    if let Some(expected) = req.expect_sequence {
+        let found = previous.as_ref().map(|p| p.sequence);
+        if found != Some(expected) {
+            return Err(Error::Refused(format!(
+                "cohort {} changed while this ran (sequence {} instead of {expected}): run it again",
+                req.cohort,
+                found.map_or("none".to_string(), |s| s.to_string())
+            )));
+        }
+    }
     if let Some(prev) = &previous {
         if prev.product != release.product {
             return Err(Error::Refused(format!(
@@ -99,7 +114,7 @@ pub fn promote(req: PromoteRequest) -> Result<CohortManifest> {
         source,
     })?;
     let bytes = to_pretty_bytes(&doc);
-    let sig = sign_with(&req.keys, &bytes, file_name(&cohort_rel), req.now)?;
+    let sig = sign_with(req.keys, &bytes, file_name(&cohort_rel), req.now)?;
     store.write_signed(&cohort_rel, &bytes, &sig)?;
     Ok(doc)
 }

@@ -1,6 +1,7 @@
 //! The real `manifest-builder` binary against real directories, and Debian's
 //! real `minisign` for interoperability (installed by .ci/run; these tests
 //! fail under CI=true when it is missing, and are skipped with a note locally).
+//! The `rollout` tests are in `cli/rollout.rs`, in this same test binary.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,10 @@ use std::process::{Command, Output};
 use manifest::document::to_pretty_bytes;
 use manifest::minisign::signatures_to_text;
 use manifest::{CohortManifest, SecretKey, Timestamp};
+
+/// `rollout …` against the real `manifest-server` with reports.
+#[path = "cli/rollout.rs"]
+mod rollout;
 
 struct Run {
     out: Output,

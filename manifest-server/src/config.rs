@@ -5,13 +5,18 @@
 //! opened: the store directory and its three subdirectories exist and are
 //! real directories (not symlinks, so a file served from `artifacts/` is
 //! always inside the store: see `files`), and every key file reads and parses
-//! as a minisign public key. Each failure is one line naming the path.
+//! as a minisign public key, and with `--reports-db` the report tokens
+//! read (the database itself is opened by `Server::bind`). Each failure is
+//! one line naming the path.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR};
 use manifest::{MinisignError, PublicKey, TrustError, TrustedKeys};
+
+use crate::reports::{Auth, ReportsConfig, TokenFileError};
 
 /// Serve an update store (cohorts/, releases/, artifacts/) to a fleet over HTTP.
 #[derive(Debug, clap::Parser)]
@@ -19,7 +24,7 @@ use manifest::{MinisignError, PublicKey, TrustError, TrustedKeys};
     name = "manifest-server",
     version,
     after_help = "Exit status: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on a bad argument, \
-store or key file, 3 when the address cannot be listened on."
+store, key, token or reports database file, 3 when the address cannot be listened on."
 )]
 pub struct Args {
     /// The store directory: must hold cohorts/, releases/ and artifacts/.
@@ -43,6 +48,33 @@ pub struct Args {
     /// Log one line per request (peer, method, path, status, bytes, duration).
     #[arg(long)]
     pub access_log: bool,
+
+    /// Accept device reports into this SQLite file (created if missing) and
+    /// serve the fleet view: POST /v1/reports, GET /v1/fleet, GET / (see
+    /// docs/REPORTS.md). Without it those paths are 404.
+    #[arg(long, value_name = "FILE")]
+    pub reports_db: Option<PathBuf>,
+
+    /// Bearer tokens accepted for reports and the fleet view, one per line
+    /// (# comments and empty lines ignored). Required with --reports-db
+    /// unless --reports-open is given.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "reports_db",
+        conflicts_with = "reports_open"
+    )]
+    pub report_token_file: Option<PathBuf>,
+
+    /// Accept reports and show the fleet to anyone who can reach the server
+    /// (no token; a warning is logged at start).
+    #[arg(long, requires = "reports_db")]
+    pub reports_open: bool,
+
+    /// A device is "silent" when its latest report is older than this
+    /// (e.g. 24h, 90min).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub silent_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +111,15 @@ pub enum ConfigError {
     },
     #[error("--keys/--threshold: {0}")]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    ReportTokens(#[from] TokenFileError),
+    #[error(
+        "--reports-db needs --report-token-file FILE (the devices' bearer tokens), or --reports-open \
+         to accept reports from anyone"
+    )]
+    ReportsNeedAuth,
+    #[error("--silent-after must be more than zero")]
+    SilentAfterZero,
 }
 
 /// Everything the server needs, checked.
@@ -90,6 +131,8 @@ pub struct Config {
     /// `None`: serve manifests unverified (warned about at start).
     pub trust: Option<TrustedKeys>,
     pub access_log: bool,
+    /// `None`: no reports, no fleet view.
+    pub reports: Option<ReportsConfig>,
 }
 
 impl Config {
@@ -105,11 +148,30 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             Some(TrustedKeys::new(keys, args.threshold)?)
         };
+        let reports = match args.reports_db {
+            None => None,
+            Some(db) => {
+                let auth = match (&args.report_token_file, args.reports_open) {
+                    (Some(file), _) => Auth::from_file(file)?,
+                    (None, true) => Auth::Open,
+                    (None, false) => return Err(ConfigError::ReportsNeedAuth),
+                };
+                if args.silent_after.is_zero() {
+                    return Err(ConfigError::SilentAfterZero);
+                }
+                Some(ReportsConfig {
+                    db,
+                    auth,
+                    silent_after: args.silent_after,
+                })
+            }
+        };
         Ok(Self {
             store,
             listen: args.listen,
             trust,
             access_log: args.access_log,
+            reports,
         })
     }
 }
@@ -207,6 +269,70 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("artifacts")).unwrap();
         let err = parse(dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("artifacts/ is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn reports_need_a_token_file_or_an_explicit_open() {
+        let dir = store();
+        let db = dir.path().join("reports.db");
+        let db = db.to_str().unwrap();
+        assert!(parse(dir.path(), &[]).unwrap().reports.is_none());
+        let err = parse(dir.path(), &["--reports-db", db]).unwrap_err();
+        assert!(matches!(err, ConfigError::ReportsNeedAuth), "{err}");
+        let open = parse(dir.path(), &["--reports-db", db, "--reports-open"]).unwrap();
+        let reports = open.reports.unwrap();
+        assert!(reports.auth.is_open());
+        assert_eq!(reports.silent_after, Duration::from_secs(86_400));
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "a-long-enough-token-1234\n").unwrap();
+        let tokens = tokens.to_str().unwrap();
+        let config = parse(
+            dir.path(),
+            &[
+                "--reports-db",
+                db,
+                "--report-token-file",
+                tokens,
+                "--silent-after",
+                "90min",
+            ],
+        )
+        .unwrap();
+        let reports = config.reports.unwrap();
+        assert!(!reports.auth.is_open());
+        assert_eq!(reports.silent_after, Duration::from_secs(5400));
+        let err = parse(
+            dir.path(),
+            &["--reports-db", db, "--report-token-file", "/nonexistent"],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("report token file /nonexistent: "),
+            "{err}"
+        );
+        // Flags that only make sense with --reports-db.
+        let argv = [
+            "manifest-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "x",
+            "--reports-open",
+        ];
+        assert!(Args::try_parse_from(argv).is_err());
+        let argv = [
+            "manifest-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "x",
+            "--reports-db",
+            db,
+            "--reports-open",
+            "--report-token-file",
+            tokens,
+        ];
+        assert!(Args::try_parse_from(argv).is_err());
     }
 
     #[test]

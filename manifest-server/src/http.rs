@@ -11,6 +11,9 @@
 //! - `/artifacts/<sha256>` is streamed from disk; its ETag is its name (the
 //!   content hash), so it is known without reading the file, and it is
 //!   `immutable`.
+//! - With `--reports-db`: `POST /v1/reports`, `GET /v1/fleet` and the
+//!   fleet page `GET /` go to `reports` (their own methods, auth and
+//!   answers). Without it, or for any other path, nothing changes.
 //! - Everything else is 404, any method but GET and HEAD is 405.
 //!
 //! HEAD answers exactly what GET would, headers included, without a body
@@ -29,6 +32,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::files::{self, Precondition, RangeDecision, Target};
 use crate::metrics::{Metrics, PathClass};
+use crate::reports::{self, Reports};
 use crate::snapshot::SharedSnapshot;
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
@@ -52,6 +56,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     access_log: bool,
     verifying: bool,
+    reports: Option<Reports>,
 }
 
 impl AppState {
@@ -61,6 +66,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         access_log: bool,
         verifying: bool,
+        reports: Option<Reports>,
     ) -> Self {
         Self(Arc::new(Inner {
             artifacts,
@@ -68,6 +74,7 @@ impl AppState {
             metrics,
             access_log,
             verifying,
+            reports,
         }))
     }
 
@@ -115,6 +122,16 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         .map_or(UNKNOWN_PEER, |c| c.0);
     let method = req.method();
     let path = req.uri().path();
+    if let Some(reports) = &s.reports {
+        // One pointer test on the store paths when reports are on; the
+        // report paths themselves are off the hot path.
+        if reports::owns(path) {
+            let (method, path) = (method.clone(), path.to_string());
+            // Boxed: the idle-poll path's future stays as small as before.
+            let (class, res) = Box::pin(reports.handle(req)).await;
+            return finish(s, class, res, peer, &method, &path, start);
+        }
+    }
     let head = method == Method::HEAD;
     let target = files::classify(path);
     let class = match target {
@@ -152,7 +169,11 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
         None if path == "/healthz" => plain(StatusCode::OK, "ok\n", head),
         None if path == "/metrics" => {
-            let mut res = bytes_response(StatusCode::OK, Bytes::from(s.metrics.render(s.verifying)), head);
+            let mut res = bytes_response(
+                StatusCode::OK,
+                Bytes::from(s.metrics.render(s.verifying, s.reports.is_some())),
+                head,
+            );
             res.headers_mut().insert(CONTENT_TYPE, PROMETHEUS);
             res.headers_mut().insert(CACHE_CONTROL, NO_CACHE);
             res

@@ -5,9 +5,10 @@
 //! bind the listening socket, so a taken port fails before anything else
 //! starts; start watching `cohorts/` and `releases/` and load the manifest
 //! snapshot (`watch`, `snapshot`), verifying every pair when keys are given;
-//! only then accept requests (`http`, `files`), counting them (`metrics`),
-//! until the shutdown future resolves, after which in-flight requests get
-//! `SHUTDOWN_GRACE` to finish.
+//! with `--reports-db`, open the reports database and start its threads
+//! (`reports`); only then accept requests (`http`, `files`), counting them
+//! (`metrics`), until the shutdown future resolves, after which in-flight
+//! requests get `SHUTDOWN_GRACE` to finish.
 //!
 //! Modules:
 //! - `config`: flags -> `Config`, store and key checks.
@@ -16,13 +17,17 @@
 //! - `files`: path rules, validators, ranges, artifact streaming.
 //! - `http`: the single request handler and its responses.
 //! - `metrics`: lock-free counters, Prometheus text.
+//! - `reports`: device reports into SQLite (`POST /v1/reports`), optional.
+//! - `fleet`: the fleet summary (`GET /v1/fleet`) and its HTML page (`GET /`).
 //! - `logging`: journal or stderr.
 
 pub mod config;
 pub mod files;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reports;
 pub mod snapshot;
 pub mod watch;
 
@@ -55,6 +60,8 @@ pub enum Error {
     Listen { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Reports(#[from] reports::store::StoreError),
     #[error("serving failed: {0}")]
     Serve(#[source] io::Error),
 }
@@ -65,7 +72,7 @@ impl Error {
     /// anything that went wrong while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Reports(_) => 2,
             Error::Listen { .. } => 3,
             Error::Watch(_) | Error::Serve(_) => 1,
         }
@@ -112,12 +119,25 @@ impl Server {
         let watcher = tokio::task::spawn_blocking(move || StoreWatcher::start(loader, &store))
             .await
             .expect("the initial load does not panic")?;
+        let reports = match config.reports {
+            None => None,
+            Some(rc) => {
+                let metrics = metrics.clone();
+                // SQLite opens and migrates synchronously.
+                Some(
+                    tokio::task::spawn_blocking(move || reports::Reports::open(rc, metrics))
+                        .await
+                        .expect("opening the reports database does not panic")?,
+                )
+            }
+        };
         let state = http::AppState::new(
             config.store.join(ARTIFACTS_DIR),
             snapshot,
             metrics,
             config.access_log,
             verifying,
+            reports,
         );
         Ok(Self {
             listener,

@@ -6,7 +6,8 @@
 //! streamed chunk for the byte count. The tables are sharded per thread
 //! (each shard on its own cache lines), so threads answering polls do not
 //! fight over one counter's cache line; `/metrics` sums the shards. Gauges
-//! about the manifest snapshot are written by the reloader only.
+//! about the manifest snapshot are written by the reloader only. Device
+//! reports (`--reports-db`) have their own counters by result.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -19,15 +20,21 @@ pub enum PathClass {
     Release,
     Signature,
     Artifact,
+    /// `POST /v1/reports` (with `--reports-db`).
+    Report,
+    /// `GET /v1/fleet` and the fleet page `GET /` (with `--reports-db`).
+    Fleet,
     Other,
 }
 
 impl PathClass {
-    const ALL: [PathClass; 5] = [
+    const ALL: [PathClass; 7] = [
         PathClass::Cohort,
         PathClass::Release,
         PathClass::Signature,
         PathClass::Artifact,
+        PathClass::Report,
+        PathClass::Fleet,
         PathClass::Other,
     ];
 
@@ -37,13 +44,17 @@ impl PathClass {
             PathClass::Release => "release",
             PathClass::Signature => "signature",
             PathClass::Artifact => "artifact",
+            PathClass::Report => "report",
+            PathClass::Fleet => "fleet",
             PathClass::Other => "other",
         }
     }
 }
 
 /// The statuses this server produces; anything else lands in "other".
-const STATUSES: [u16; 9] = [200, 206, 304, 404, 405, 412, 416, 500, 503];
+const STATUSES: [u16; 15] = [
+    200, 201, 206, 304, 400, 401, 404, 405, 408, 412, 413, 416, 429, 500, 503,
+];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
 fn status_slot(status: u16) -> usize {
@@ -78,9 +89,51 @@ fn shard_index() -> usize {
     })
 }
 
+/// What became of a `POST /v1/reports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportResult {
+    /// Stored for the first time (201).
+    Accepted,
+    /// Its id was already stored (200).
+    Duplicate,
+    /// Invalid, too large or too slow (400, 413, 408).
+    Rejected,
+    /// No or wrong token (401).
+    Unauthorized,
+    /// Over the device's allowance (429).
+    RateLimited,
+    /// The database queue was full or failed (503, 500).
+    Unavailable,
+}
+
+impl ReportResult {
+    const ALL: [ReportResult; 6] = [
+        ReportResult::Accepted,
+        ReportResult::Duplicate,
+        ReportResult::Rejected,
+        ReportResult::Unauthorized,
+        ReportResult::RateLimited,
+        ReportResult::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReportResult::Accepted => "accepted",
+            ReportResult::Duplicate => "duplicate",
+            ReportResult::Rejected => "rejected",
+            ReportResult::Unauthorized => "unauthorized",
+            ReportResult::RateLimited => "rate_limited",
+            ReportResult::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: [Shard; SHARDS],
+    /// Present only with `--reports-db`; reports are off the hot path, so
+    /// one unsharded counter per result is enough.
+    reports: [AtomicU64; ReportResult::ALL.len()],
     rejected: AtomicU64,
     last_reload_unix: AtomicU64,
     snapshot_manifests: AtomicU64,
@@ -105,6 +158,10 @@ impl Metrics {
             .sum()
     }
 
+    pub fn report(&self, result: ReportResult) {
+        self.reports[result as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn manifest_rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
     }
@@ -120,7 +177,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (version 0.0.4).
-    pub fn render(&self, verifying: bool) -> String {
+    /// `reports`: whether `--reports-db` is on (its series are shown only then).
+    pub fn render(&self, verifying: bool, reports: bool) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str(
             "# HELP manifest_server_requests_total HTTP requests by store path class and status.\n\
@@ -192,6 +250,20 @@ impl Metrics {
             "1 when --keys is set and unverified manifests are never served.",
             u64::from(verifying),
         );
+        if reports {
+            out.push_str(
+                "# HELP manifest_server_reports_total Device reports posted, by result.\n\
+                 # TYPE manifest_server_reports_total counter\n",
+            );
+            for result in ReportResult::ALL {
+                let _ = writeln!(
+                    out,
+                    "manifest_server_reports_total{{result=\"{}\"}} {}",
+                    result.label(),
+                    self.reports[result as usize].load(Relaxed)
+                );
+            }
+        }
         out
     }
 }
@@ -209,7 +281,14 @@ mod tests {
         m.request(PathClass::Other, 418);
         m.manifest_rejected();
         m.bytes_sent(10);
-        let text = m.render(true);
+        m.report(ReportResult::Accepted);
+        m.report(ReportResult::Accepted);
+        m.report(ReportResult::RateLimited);
+        assert!(!m.render(true, false).contains("manifest_server_reports_total"));
+        let text = m.render(true, true);
+        assert!(text.contains("manifest_server_reports_total{result=\"accepted\"} 2\n"));
+        assert!(text.contains("manifest_server_reports_total{result=\"rate_limited\"} 1\n"));
+        assert!(text.contains("manifest_server_reports_total{result=\"duplicate\"} 0\n"));
         assert!(text.contains("manifest_server_requests_total{class=\"cohort\",status=\"304\"} 2\n"));
         assert!(text.contains("manifest_server_requests_total{class=\"artifact\",status=\"206\"} 1\n"));
         assert!(text.contains("manifest_server_requests_total{class=\"other\",status=\"other\"} 1\n"));

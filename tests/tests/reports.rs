@@ -1,0 +1,140 @@
+//! Device reports across an outage (issue 5, "Judged by"): reports produced
+//! while the report server is unreachable wait in the outbox and arrive
+//! after it returns, each exactly once, even when a device re-sends one it
+//! had already delivered (power cut between the answer and the delete).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e_tests::{wait_for, App, Fault, Fleet, Proxy, Rule, Server};
+
+const TOKEN: &str = "reports-e2e-token-0123456789";
+
+fn metric(text: &str, result: &str) -> u64 {
+    let key = format!("manifest_server_reports_total{{result=\"{result}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{key} not in /metrics:\n{text}"))
+}
+
+fn outbox_events(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name.ends_with(".json") && name != "heartbeat.json"
+    });
+    v.sort();
+    v
+}
+
+#[test]
+fn reports_made_offline_arrive_later_exactly_once() {
+    let fleet = Fleet::new();
+    fleet.store.publish("1.0.0", App::Good);
+    fleet.store.publish("2.0.0", App::Good);
+
+    // The report server: its own (empty) store, a reports DB and a token,
+    // behind a proxy that can make it unreachable.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["cohorts", "releases", "artifacts"] {
+        std::fs::create_dir_all(dir.path().join("store").join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("device-token"), format!("{TOKEN}\n")).unwrap();
+    let db = dir.path().join("reports.sqlite").display().to_string();
+    let tokens = dir.path().join("tokens").display().to_string();
+    let reports = Server::start_with(
+        &dir.path().join("store"),
+        &[],
+        &["--reports-db", &db, "--report-token-file", &tokens],
+    );
+    let reports_proxy = Proxy::start(reports.addr());
+    let device = fleet.device_with(|c| {
+        c.extra_toml = format!(
+            "\n[report]\nurl = \"{}/v1/reports\"\ntoken_file = \"{}\"\n",
+            reports_proxy.url(),
+            dir.path().join("device-token").display()
+        );
+    });
+    let outbox = device.state_dir.join("outbox");
+
+    // The report server is unreachable while the device installs twice.
+    reports_proxy.set_rule(Rule::new(Fault::Refuse));
+    fleet.promote("stable", "1.0.0");
+    device.check().expect_code(10);
+    fleet.promote("stable", "2.0.0");
+    device.check().expect_code(10);
+    let waiting = outbox_events(&outbox);
+    assert_eq!(
+        waiting.len(),
+        2,
+        "two install reports wait in the outbox: {waiting:?}"
+    );
+    let first = std::fs::read(&waiting[0]).unwrap();
+
+    // It comes back: the next run delivers them, oldest first, plus its own.
+    reports_proxy.set_rule(Rule::new(Fault::None));
+    device.check().expect_code(0);
+    assert!(outbox_events(&outbox).is_empty(), "outbox flushed");
+    let posts: Vec<_> = reports_proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.status == Some(201))
+        .collect();
+    assert_eq!(posts.len(), 3, "{posts:?}");
+
+    // A power cut after the server answered but before the file was
+    // deleted: the device sends it again, and it is not counted twice.
+    std::fs::write(&waiting[0], &first).unwrap();
+    device.check().expect_code(0);
+    assert!(outbox_events(&outbox).is_empty());
+
+    let get = |path: &str| {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", reports.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        resp.text().unwrap()
+    };
+    let metrics = wait_for("the duplicate to be counted", Duration::from_secs(10), || {
+        let m = get("/metrics");
+        (metric(&m, "duplicate") == 1).then_some(m)
+    });
+    // 2 installs + 2 heartbeats ("up to date"), each stored once.
+    assert_eq!(metric(&metrics, "accepted"), 4, "{metrics}");
+
+    let fleet_view: serde_json::Value = serde_json::from_str(&get("/v1/fleet")).unwrap();
+    let me = fleet_view["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "test-device-1")
+        .unwrap_or_else(|| panic!("device missing: {fleet_view:#}"))
+        .clone();
+    assert_eq!(me["running_version"], "2.0.0", "{me:#}");
+    let stable = fleet_view["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cohort"] == "stable")
+        .unwrap()
+        .clone();
+    for version in ["1.0.0", "2.0.0"] {
+        let t = stable["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["version"] == version)
+            .unwrap_or_else(|| panic!("no target {version}: {stable:#}"))
+            .clone();
+        assert_eq!(
+            (t["tried"].as_u64(), t["succeeded"].as_u64()),
+            (Some(1), Some(1)),
+            "{t:#}"
+        );
+    }
+}
