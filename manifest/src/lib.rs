@@ -11,6 +11,7 @@ pub mod archive;
 pub mod document;
 pub mod minisign;
 pub mod names;
+pub mod report;
 pub mod rollout;
 pub mod store;
 pub mod time;

@@ -12,7 +12,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::paths::Paths;
 use crate::run::Agent;
-use crate::state::Outcome;
+use crate::state::{exit_code, Outcome};
 
 #[derive(Parser)]
 #[command(
@@ -167,11 +167,11 @@ impl Cli {
                 match runtime().block_on(agent.check(a.dry_run)) {
                     Ok(report) => {
                         crate::logging::report(&report, &cohort);
-                        report.outcome.exit_code()
+                        exit_code(report.outcome)
                     }
                     Err(e) => {
                         log::error!("failed: {e}; the device stays on its current slot");
-                        Outcome::Failed.exit_code()
+                        exit_code(Outcome::Failed)
                     }
                 }
             }
@@ -185,7 +185,7 @@ impl Cli {
                 match runtime().block_on(agent.manual_rollback(a.to.as_ref())) {
                     Ok(report) => {
                         crate::logging::report(&report, &cohort);
-                        report.outcome.exit_code()
+                        exit_code(report.outcome)
                     }
                     Err(e) => {
                         log::error!("rollback failed: {e}");

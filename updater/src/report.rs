@@ -77,19 +77,12 @@ impl DeviceReport {
     }
 }
 
-fn is_event(outcome: Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Updated | Outcome::RolledBack | Outcome::Failed | Outcome::Refused | Outcome::Deferred
-    )
-}
-
 /// Write a report to the outbox and enforce its bounds.
 pub fn enqueue(paths: &Paths, cfg: &ReportConfig, report: &DeviceReport) -> io::Result<()> {
     let dir = paths.outbox();
     fs::create_dir_all(&dir)?;
     let bytes = serde_json::to_vec(report).expect("reports serialize");
-    if is_event(report.outcome) {
+    if !report.outcome.is_routine() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

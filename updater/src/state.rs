@@ -96,49 +96,19 @@ pub struct Accepted {
     pub sha256: Sha256Hex,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    UpToDate,
-    Updated,
-    RolledBack,
-    Deferred,
-    Offline,
-    Refused,
-    NotInRollout,
-    Blocked,
-    Failed,
-    Locked,
-}
+pub use manifest::report::Outcome;
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::UpToDate => "up_to_date",
-            Outcome::Updated => "updated",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Deferred => "deferred",
-            Outcome::Offline => "offline",
-            Outcome::Refused => "refused",
-            Outcome::NotInRollout => "not_in_rollout",
-            Outcome::Blocked => "blocked",
-            Outcome::Failed => "failed",
-            Outcome::Locked => "locked",
-        }
-    }
-
-    /// Documented in docs/UPDATER.md.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Outcome::UpToDate | Outcome::NotInRollout | Outcome::Blocked => 0,
-            Outcome::Updated => 10,
-            Outcome::RolledBack => 11,
-            Outcome::Deferred => 12,
-            Outcome::Offline => 13,
-            Outcome::Refused => 14,
-            Outcome::Locked => 15,
-            Outcome::Failed => 1,
-        }
+/// Exit code of a run with this outcome (documented in docs/UPDATER.md).
+pub fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::UpToDate | Outcome::NotInRollout | Outcome::Blocked => 0,
+        Outcome::Updated => 10,
+        Outcome::RolledBack => 11,
+        Outcome::Deferred => 12,
+        Outcome::Offline => 13,
+        Outcome::Refused => 14,
+        Outcome::Locked => 15,
+        Outcome::Failed => 1,
     }
 }
 

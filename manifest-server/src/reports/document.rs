@@ -24,66 +24,7 @@ pub const MAX_CLOCK_AHEAD_SECS: u64 = 3600;
 
 const MAX_DEVICE_ID_CHARS: usize = 128;
 
-/// The updater's outcome words (docs/UPDATER.md, `updater::state::Outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    UpToDate,
-    Updated,
-    RolledBack,
-    Deferred,
-    Offline,
-    Refused,
-    NotInRollout,
-    Blocked,
-    Failed,
-    Locked,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 10] = [
-        Outcome::UpToDate,
-        Outcome::Updated,
-        Outcome::RolledBack,
-        Outcome::Deferred,
-        Outcome::Offline,
-        Outcome::Refused,
-        Outcome::NotInRollout,
-        Outcome::Blocked,
-        Outcome::Failed,
-        Outcome::Locked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::UpToDate => "up_to_date",
-            Outcome::Updated => "updated",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Deferred => "deferred",
-            Outcome::Offline => "offline",
-            Outcome::Refused => "refused",
-            Outcome::NotInRollout => "not_in_rollout",
-            Outcome::Blocked => "blocked",
-            Outcome::Failed => "failed",
-            Outcome::Locked => "locked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-
-    /// Routine outcomes are the device's heartbeat (docs/REPORTS.md,
-    /// Outbox): they say where a device is, not that something happened.
-    pub fn is_routine(self) -> bool {
-        matches!(
-            self,
-            Outcome::UpToDate | Outcome::NotInRollout | Outcome::Blocked | Outcome::Offline | Outcome::Locked
-        )
-    }
-}
-
-/// Where in a run a failure happened (`updater::run::Report::stage`).
-pub const STAGES: [&str; 6] = ["fetch", "verify", "download", "stage", "switch", "health"];
+pub use manifest::report::{Outcome, STAGES};
 
 const FIELDS: [&str; 14] = [
     "schema",
