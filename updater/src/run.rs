@@ -128,17 +128,28 @@ impl Agent {
             self.converge(&mut state, false).await?
         };
         if !dry_run {
-            state.last_check = Some(LastCheck {
-                at: self.clock.now(),
-                outcome: report.outcome,
-                version: report.version.clone(),
-                reason: report.reason.clone(),
-            });
-            state.save(&self.paths)?;
-            self.send_report(&report, running_before, state.active_version().cloned())
-                .await;
+            self.finish(&mut state, &report, running_before).await?;
         }
         Ok(report)
+    }
+
+    /// Record the run's outcome for `status`, then report it.
+    async fn finish(
+        &self,
+        state: &mut State,
+        report: &Report,
+        running_before: Option<Version>,
+    ) -> Result<(), RunError> {
+        state.last_check = Some(LastCheck {
+            at: self.clock.now(),
+            outcome: report.outcome,
+            version: report.version.clone(),
+            reason: report.reason.clone(),
+        });
+        state.save(&self.paths)?;
+        self.send_report(report, running_before, state.active_version().cloned())
+            .await;
+        Ok(())
     }
 
     /// Put the outcome in the outbox and try to send what waits there.
@@ -752,16 +763,11 @@ impl Agent {
             }),
             started_at: Some(self.clock.now()),
         });
+        let running_before = state.active_version().cloned();
         let report = self
             .rollback(&mut state, "manual rollback by an operator".into())
             .await?;
-        state.last_check = Some(LastCheck {
-            at: self.clock.now(),
-            outcome: report.outcome,
-            version: report.version.clone(),
-            reason: report.reason.clone(),
-        });
-        state.save(&self.paths)?;
+        self.finish(&mut state, &report, running_before).await?;
         Ok(report)
     }
 }
