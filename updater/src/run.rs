@@ -115,6 +115,7 @@ impl Agent {
             Err(report) => return Ok(report),
         };
         let mut state = State::load(&self.paths)?;
+        self.adopt_running_slot(&mut state);
         let running_before = state.active_version().cloned();
         // The time floor only moves forward: a Pi without RTC booting at
         // 1970 neither bricks (expired) nor reopens old manifests.
@@ -131,6 +132,30 @@ impl Agent {
             self.finish(&mut state, &report, running_before).await?;
         }
         Ok(report)
+    }
+
+    /// With no record of an active release (a fresh device, or a state file
+    /// an operator moved away), a complete slot that `current` points at is
+    /// what runs: adopt it, so staging never overwrites the running slot and
+    /// a failed install has something to roll back to.
+    fn adopt_running_slot(&self, state: &mut State) {
+        if state.active.is_some() || state.phase != Phase::Idle {
+            return;
+        }
+        let Some(slot) = self.paths.current_slot() else {
+            return;
+        };
+        if let Some(info) = SlotInfo::load(&self.paths.slot(slot)) {
+            log::warn!(
+                "no record of the running release: adopting {} in slot {}",
+                info.version,
+                slot.name()
+            );
+            state.active = Some(Installed {
+                slot,
+                version: info.version,
+            });
+        }
     }
 
     /// Record the run's outcome for `status`, then report it.
@@ -407,12 +432,16 @@ impl Agent {
             let fetched = self.fetch_pair(&transport, &rel, etag.as_deref()).await;
             let (bytes, sig, new_etag) = match fetched {
                 Ok(Some((b, s, e))) => (b, s, e),
-                Ok(None) => {
-                    let (b, s) = cached_pair
-                        .clone()
-                        .expect("304 only when we sent an ETag for a cached pair");
-                    (b, s, None)
-                }
+                Ok(None) => match cached_pair.clone() {
+                    Some((b, s)) => (b, s, None),
+                    // We sent no ETag: a 304 here is a broken server or cache.
+                    None => {
+                        return Err(CohortError::Failed(format!(
+                            "{}: answered 304 Not Modified to an unconditional request",
+                            transport.url(&rel)
+                        )))
+                    }
+                },
                 Err(e) if e.is_transient() => {
                     last_error = e.to_string();
                     continue;
