@@ -179,18 +179,23 @@ mod tests {
             bucket("device-1", &cohort, &version),
             bucket("device-1", &cohort, &version)
         );
-        // 10 000 devices at 10 % land within a few points of 1000.
-        let inside = (0..10_000)
-            .filter(|i| {
-                in_rollout(
-                    &format!("dev-{i}"),
-                    &cohort,
-                    &version,
-                    Percent::from_f64(10.0).unwrap(),
-                )
-            })
-            .count();
-        assert!((850..1150).contains(&inside), "{inside} devices in a 10% rollout");
+        // Over 10 000 device ids, 10 % selects 10 % +- 1 %; 0 % none, 100 % all.
+        let count = |p: f64| {
+            (0..10_000)
+                .filter(|i| {
+                    in_rollout(
+                        &format!("dev-{i}"),
+                        &cohort,
+                        &version,
+                        Percent::from_f64(p).unwrap(),
+                    )
+                })
+                .count()
+        };
+        let ten = count(10.0);
+        assert!((900..=1100).contains(&ten), "{ten} devices in a 10% rollout");
+        assert_eq!(count(0.0), 0);
+        assert_eq!(count(100.0), 10_000);
     }
 
     #[test]
