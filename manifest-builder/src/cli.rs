@@ -38,6 +38,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Canary rollouts gated on device reports: status, advance, halt, rollback, watch.
     Rollout(crate::rollout::cli::RolloutArgs),
+    /// Package a cohort's signed manifests and artifacts into one offline bundle file.
+    Bundle(BundleArgs),
 }
 
 /// How a run that did not fail with an error ends; [`Exit::code`] is the one
@@ -82,6 +84,7 @@ impl Command {
             Command::Verify(a) => a.run(now).map(Exit::from),
             Command::Status(a) => a.run(now).map(Exit::from),
             Command::Rollout(a) => a.run(now),
+            Command::Bundle(a) => a.run().map(Exit::from),
         }
     }
 }
@@ -346,6 +349,33 @@ impl StatusArgs {
         for line in lines {
             println!("{line}");
         }
+        Ok(true)
+    }
+}
+
+#[derive(Args)]
+pub struct BundleArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// The cohort whose current target is packaged.
+    #[arg(long)]
+    cohort: CohortName,
+    /// The bundle file to write (by convention NAME.bundle).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl BundleArgs {
+    fn run(self) -> Result<bool> {
+        let s = crate::bundle::bundle(&self.store, &self.cohort, &self.out)?;
+        println!(
+            "{}: cohort {} -> {}, {} files, {} bytes",
+            self.out.display(),
+            self.cohort,
+            s.version,
+            s.files,
+            s.bytes
+        );
         Ok(true)
     }
 }

@@ -4,6 +4,7 @@
 //! signs hand-edited manifests and audits whole stores. Everything it writes
 //! is verifiable with the standard `minisign`.
 
+pub mod bundle;
 pub mod cli;
 pub mod error;
 pub mod fleet;

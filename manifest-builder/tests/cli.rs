@@ -659,3 +659,84 @@ fn release_refuses_a_tarball_a_device_would_refuse() {
     let hash = manifest::Sha256Hex::digest(&fs::read(d.join("good.tar.gz")).unwrap());
     assert!(d.join("store/artifacts").join(hash.to_hex()).exists());
 }
+
+#[test]
+fn bundle_packs_the_cohorts_signed_files_exactly_and_refuses_an_incomplete_store() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    promote(d, "1.0.0", &[]).ok();
+    let args = [
+        "bundle",
+        "--store",
+        "store",
+        "--cohort",
+        "stable",
+        "--out",
+        "site.bundle",
+    ];
+    let out = builder(d, &args).ok();
+    assert!(out.contains("1.0.0"), "{out}");
+
+    // Every entry is a regular file at its store path, byte-identical.
+    let bytes = fs::read(d.join("site.bundle")).unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        assert_eq!(entry.header().entry_type(), tar::EntryType::Regular);
+        let name = entry.path().unwrap().display().to_string();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        assert_eq!(content, fs::read(d.join("store").join(&name)).unwrap(), "{name}");
+        names.push(name);
+    }
+    assert_eq!(
+        names[..4],
+        [
+            "cohorts/stable.json",
+            "cohorts/stable.json.minisig",
+            "releases/1.0.0.json",
+            "releases/1.0.0.json.minisig"
+        ]
+    );
+    assert_eq!(names.len(), 6, "two components: {names:?}");
+    assert!(names[4..].iter().all(|n| n.starts_with("artifacts/")));
+
+    // The same store gives the same bytes.
+    builder(d, &args).ok();
+    assert_eq!(fs::read(d.join("site.bundle")).unwrap(), bytes);
+
+    // A missing artifact: no bundle rather than an incomplete one.
+    let artifact = d.join("store").join(&names[5]);
+    fs::remove_file(&artifact).unwrap();
+    let err = builder(
+        d,
+        &[
+            "bundle",
+            "--store",
+            "store",
+            "--cohort",
+            "stable",
+            "--out",
+            "b2.bundle",
+        ],
+    )
+    .fails();
+    assert!(err.contains("missing"), "{err}");
+    assert!(!d.join("b2.bundle").exists());
+    let err = builder(
+        d,
+        &[
+            "bundle",
+            "--store",
+            "store",
+            "--cohort",
+            "beta",
+            "--out",
+            "b3.bundle",
+        ],
+    )
+    .fails();
+    assert!(err.contains("no such cohort"), "{err}");
+}

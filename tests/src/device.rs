@@ -292,6 +292,16 @@ exit 0
         self.updater(&["check"], &[("UPDATER_TEST_FAILPOINT", phase)])
     }
 
+    /// `updater install BUNDLE`: an offline install.
+    pub fn install(&self, bundle: &Path) -> Run {
+        self.updater(&["install", &bundle.display().to_string()], &[])
+    }
+
+    /// `<state>/inbox/`, where the daemon picks up bundles.
+    pub fn inbox(&self) -> PathBuf {
+        self.state_dir.join("inbox")
+    }
+
     /// `updater status --json`, parsed.
     pub fn status_json(&self) -> serde_json::Value {
         let run = self.updater(&["status", "--json"], &[]);

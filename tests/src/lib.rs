@@ -12,7 +12,8 @@
 //!   bytes it forwarded;
 //! - [`device::Device`] is an updater config and state dir in a temp dir, with
 //!   a restart command that (re)starts the sample app from `current`;
-//! - [`fleet::Fleet`] puts a store, its server and a proxy together.
+//! - [`fleet::Fleet`] puts a store, its server and a proxy together;
+//! - [`nginx::Nginx`] serves a store with Debian's nginx instead (static host).
 //!
 //! Every test builds its own store, server, proxy and devices, with their own
 //! temp dirs and ports, so tests run in parallel.
@@ -20,6 +21,7 @@
 pub mod bins;
 pub mod device;
 pub mod fleet;
+pub mod nginx;
 pub mod proxy;
 pub mod server;
 pub mod store;

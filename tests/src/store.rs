@@ -247,6 +247,14 @@ impl TestStore {
         self.builder_ok(&["sign", "--key", &key, &file]);
     }
 
+    /// `manifest-builder bundle --store S --cohort C --out OUT`: an offline
+    /// bundle of the cohort's current target.
+    pub fn bundle(&self, cohort: &str, out: &Path) {
+        let store = self.store.display().to_string();
+        let out = out.display().to_string();
+        self.builder_ok(&["bundle", "--store", &store, "--cohort", cohort, "--out", &out]);
+    }
+
     pub fn cohort_file(&self, cohort: &str) -> PathBuf {
         self.store.join(format!("cohorts/{cohort}.json"))
     }

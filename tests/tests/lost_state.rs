@@ -18,14 +18,22 @@ fn a_lost_state_file_adopts_the_running_slot() {
     let running = device.current().expect("installed");
     let digest = device.active_slot_digest();
 
-    std::fs::rename(device.state_dir.join("state.json"), device.root().join("state.json.moved")).unwrap();
+    std::fs::rename(
+        device.state_dir.join("state.json"),
+        device.root().join("state.json.moved"),
+    )
+    .unwrap();
 
     // A broken release: staged into the other slot, fails, and goes back to
     // the adopted 1.0.0, whose slot was never touched.
     fleet.promote("stable", "2.0.0");
     device.check().expect_code(11);
     assert_eq!(device.current(), Some(running.clone()));
-    assert_eq!(device.active_slot_digest(), digest, "the running slot is byte-identical");
+    assert_eq!(
+        device.active_slot_digest(),
+        digest,
+        "the running slot is byte-identical"
+    );
     device.wait_app_version("1.0.0");
     assert_eq!(device.status_json()["active_version"], "1.0.0");
 

@@ -35,8 +35,10 @@ pub struct Cli {
 pub enum Command {
     /// One convergence run (what the timer calls).
     Check(CheckArgs),
-    /// Run checks forever: poll interval with jitter.
+    /// Run checks forever: poll interval with jitter, and install bundles dropped in inbox/.
     Daemon,
+    /// Offline install from a bundle file (`manifest-builder bundle`), with the checks of `check`.
+    Install(InstallArgs),
     /// Slots, versions, state, last check and its outcome.
     Status(JsonFlag),
     /// Past installs and rollbacks, with reasons and durations.
@@ -53,6 +55,12 @@ pub struct CheckArgs {
     /// Fetch, verify and decide, but change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
 }
 
 #[derive(Args)]
@@ -175,6 +183,24 @@ impl Cli {
                     }
                 }
             }
+            Command::Install(a) => {
+                let config = match load(&self.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let cohort = config.cohort.to_string();
+                let agent = Agent::new(config, Box::new(SystemClock));
+                match runtime().block_on(agent.install(&a.bundle)) {
+                    Ok(report) => {
+                        crate::logging::report(&report, &cohort);
+                        exit_code(report.outcome)
+                    }
+                    Err(e) => {
+                        log::error!("failed: {e}; the device stays on its current slot");
+                        exit_code(Outcome::Failed)
+                    }
+                }
+            }
             Command::Rollback(a) => {
                 let config = match load(&self.config) {
                     Ok(c) => c,
@@ -204,8 +230,9 @@ impl Cli {
     }
 }
 
-/// Poll forever with jitter, so a fleet does not hit the server in step;
-/// stop cleanly on SIGTERM/SIGINT between runs.
+/// Poll forever with jitter, so a fleet does not hit the server in step,
+/// and install bundles dropped in `inbox/` (see `inbox`); stop cleanly on
+/// SIGTERM/SIGINT between runs.
 async fn daemon(config: Config) -> u8 {
     let cohort = config.cohort.to_string();
     let interval = config.daemon.poll_interval;
@@ -218,18 +245,33 @@ async fn daemon(config: Config) -> u8 {
             return 1;
         }
     };
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = crate::inbox::watch(&agent.paths, tx);
+    let mut seen = crate::inbox::Seen::new();
+    let mut next_poll = tokio::time::Instant::now();
     loop {
-        match agent.check(false).await {
-            Ok(report) => crate::logging::report(&report, &cohort),
-            Err(e) => log::error!("failed: {e}; the device stays on its current slot"),
+        if tokio::time::Instant::now() >= next_poll {
+            match agent.check(false).await {
+                Ok(report) => crate::logging::report(&report, &cohort),
+                Err(e) => log::error!("failed: {e}; the device stays on its current slot"),
+            }
+            let extra = if jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(rand::thread_rng().gen_range(0..=jitter.as_millis() as u64))
+            };
+            next_poll = tokio::time::Instant::now() + interval + extra;
+            // Bundles kept for later (deferred) are tried again each poll.
+            seen.clear();
         }
-        let extra = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(rand::thread_rng().gen_range(0..=jitter.as_millis() as u64))
-        };
+        crate::inbox::process(&agent, &mut seen).await;
         tokio::select! {
-            _ = tokio::time::sleep(interval + extra) => {}
+            _ = tokio::time::sleep_until(next_poll) => {}
+            _ = tokio::time::sleep(crate::inbox::RESCAN) => {}
+            Some(()) = events.recv() => {
+                // Let a copy finish: wait until the inbox is quiet.
+                while let Ok(Some(())) = tokio::time::timeout(crate::inbox::SETTLE, events.recv()).await {}
+            }
             _ = term.recv() => return 0,
             _ = tokio::signal::ctrl_c() => return 0,
         }

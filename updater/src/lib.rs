@@ -4,10 +4,12 @@
 //! One module per concern: `config` (updater.toml), `paths` (every file,
 //! from the state dir), `state` (the durable state machine), `durable`
 //! (atomic writes, the symlink flip), `lock`, `clock`, `fetch` (network
-//! seam), `policy` (pure decisions), `stage` + `unpack` (downloads and safe
-//! unpacking), `health`, `process` (running programs), `window`, `history`,
+//! seam), `bundle` (offline bundles, read as a `file://` store), `policy`
+//! (pure decisions), `stage` + `unpack` (downloads and safe
+//! unpacking), `health`, `process` (running programs), `window`, `history`, `inbox` (the daemon's bundle drop),
 //! `run` (the orchestration), `status`, `logging`, `cli`.
 
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod failpoint;
 pub mod fetch;
 pub mod health;
 pub mod history;
+pub mod inbox;
 pub mod lock;
 pub mod logging;
 pub mod paths;

@@ -49,6 +49,21 @@ impl Paths {
     pub fn outbox(&self) -> PathBuf {
         self.root.join("outbox")
     }
+    /// Where `updater install` unpacks a bundle for the run (emptied first).
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.root.join("bundle")
+    }
+    /// Offline bundles dropped here (a copied file or a mounted stick) are
+    /// installed by the daemon, then moved to `done/` or `failed/`.
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+    pub fn inbox_done(&self) -> PathBuf {
+        self.inbox().join("done")
+    }
+    pub fn inbox_failed(&self) -> PathBuf {
+        self.inbox().join("failed")
+    }
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
     }

@@ -11,13 +11,18 @@
 //!
 //! Every transition is persisted before its side effect, so a kill at any
 //! point leaves `current` on a complete slot and the next run converges.
+//!
+//! `updater install BUNDLE` is the same run with one difference: the store
+//! is the unpacked bundle (`file://`) instead of the configured servers.
 
+use std::path::Path;
 use std::time::Instant;
 
 use manifest::store::{cohort_path, release_path, signature_path};
 use manifest::{CohortManifest, Health, ReleaseManifest, Sha256Hex, Verified, Version};
 use manifest::{MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 
+use crate::bundle::BundleError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::durable::{flip_symlink, write_atomic};
@@ -110,10 +115,78 @@ impl Agent {
 
     /// `updater check`.
     pub async fn check(&self, dry_run: bool) -> Result<Report, RunError> {
-        let _lock = match self.lock()? {
+        let lock = match self.lock()? {
             Ok(l) => l,
             Err(report) => return Ok(report),
         };
+        self.run(&lock, dry_run, &self.config.servers).await
+    }
+
+    /// `updater install BUNDLE`: the same run as `check`, under the same
+    /// lock, with the unpacked bundle as the only store (`file://`). Every
+    /// rule that applies to a server applies to the bundle, because the
+    /// code that applies them is the same.
+    pub async fn install(&self, bundle: &Path) -> Result<Report, RunError> {
+        let lock = match self.lock()? {
+            Ok(l) => l,
+            Err(report) => return Ok(report),
+        };
+        let dir = self.paths.bundle_dir();
+        let clear = || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RunError::Io(format!("{}: {e}", dir.display())))
+            }
+            _ => Ok(()),
+        };
+        // A bundle left by an interrupted install is stale: start clean.
+        clear()?;
+        let unpacked = crate::bundle::unpack(bundle, &dir);
+        let report = match unpacked {
+            Ok(cohorts) if cohorts.contains(&self.config.cohort) => {
+                let source = format!("file://{}", dir.display());
+                log::info!("installing from bundle {}", bundle.display());
+                self.run(&lock, false, &[source]).await
+            }
+            Ok(cohorts) => {
+                let held: Vec<String> = cohorts.iter().map(ToString::to_string).collect();
+                self.record_only(Report::new(
+                    Outcome::Failed,
+                    None,
+                    format!(
+                        "{}: a bundle for cohort {}, not for this device's cohort {}",
+                        bundle.display(),
+                        held.join(", "),
+                        self.config.cohort
+                    ),
+                ))
+                .await
+            }
+            Err(e @ BundleError::Invalid { .. }) => {
+                self.record_only(Report::new(Outcome::Refused, None, e.to_string()).at("verify"))
+                    .await
+            }
+            Err(e) => {
+                self.record_only(Report::new(Outcome::Failed, None, e.to_string()))
+                    .await
+            }
+        };
+        if let Err(e) = clear() {
+            log::warn!("{e}; removed at the next install");
+        }
+        report
+    }
+
+    /// Record an outcome reached before any convergence (a bundle that could
+    /// not be used), so `status` shows it like any other.
+    async fn record_only(&self, report: Report) -> Result<Report, RunError> {
+        let mut state = State::load(&self.paths)?;
+        let running = state.active_version().cloned();
+        self.finish(&mut state, &report, running).await?;
+        Ok(report)
+    }
+
+    /// One run against `servers`, under the run lock.
+    async fn run(&self, _lock: &RunLock, dry_run: bool, servers: &[String]) -> Result<Report, RunError> {
         let mut state = State::load(&self.paths)?;
         self.adopt_running_slot(&mut state);
         let running_before = state.active_version().cloned();
@@ -122,11 +195,11 @@ impl Agent {
         state.time_floor = state.time_floor.max(self.clock.now());
 
         let report = if dry_run {
-            self.converge(&mut state, true).await?
+            self.converge(&mut state, true, servers).await?
         } else if let Some(report) = self.recover(&mut state).await? {
             report
         } else {
-            self.converge(&mut state, false).await?
+            self.converge(&mut state, false, servers).await?
         };
         if !dry_run {
             self.finish(&mut state, &report, running_before).await?;
@@ -256,8 +329,13 @@ impl Agent {
         }
     }
 
-    async fn converge(&self, state: &mut State, dry_run: bool) -> Result<Report, RunError> {
-        let (cohort, transport) = match self.fetch_cohort(state, dry_run).await {
+    async fn converge(
+        &self,
+        state: &mut State,
+        dry_run: bool,
+        servers: &[String],
+    ) -> Result<Report, RunError> {
+        let (cohort, transport) = match self.fetch_cohort(state, dry_run, servers).await {
             Ok(v) => v,
             Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, None, r).at("fetch")),
             Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, None, r).at("verify")),
@@ -411,6 +489,7 @@ impl Agent {
         &self,
         state: &mut State,
         dry_run: bool,
+        servers: &[String],
     ) -> Result<(Verified<CohortManifest>, Transport), CohortError> {
         let cohort = &self.config.cohort;
         let rel = cohort_path(cohort);
@@ -427,7 +506,7 @@ impl Agent {
             .as_ref()
             .and_then(|_| std::fs::read_to_string(&cached.2).ok());
         let mut last_error = String::from("no server configured");
-        for server in &self.config.servers {
+        for server in servers {
             let transport = Transport::new(server, &self.config.network).map_err(CohortError::Failed)?;
             let fetched = self.fetch_pair(&transport, &rel, etag.as_deref()).await;
             let (bytes, sig, new_etag) = match fetched {
@@ -514,7 +593,28 @@ impl Agent {
             {
                 Ok(Small::Body { bytes: sig, .. }) => return Ok(Some((bytes, sig, new_etag))),
                 Ok(Small::NotModified) => unreachable!("no If-None-Match sent"),
-                Err(FetchError::Changed { .. }) if tries < 3 => tries += 1,
+                Err(FetchError::Changed { .. }) if tries < 3 => {
+                    tries += 1;
+                    // manifest-server gives a manifest and its signature one
+                    // ETag; a static host (nginx, S3, a CDN) gives each file
+                    // its own, so `If-Match` fails there even though nothing
+                    // changed. Tell the two apart by asking whether the
+                    // manifest is still the one we have: if so, the
+                    // signature is fetched without the condition.
+                    if let Some(tag) = new_etag.as_deref() {
+                        if let Small::NotModified = transport
+                            .get_small(rel, Some(tag), None, MAX_MANIFEST_BYTES)
+                            .await?
+                        {
+                            if let Small::Body { bytes: sig, .. } = transport
+                                .get_small(&sig_rel, None, None, MAX_SIGNATURE_BYTES)
+                                .await?
+                            {
+                                return Ok(Some((bytes, sig, new_etag)));
+                            }
+                        }
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
