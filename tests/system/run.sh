@@ -355,8 +355,8 @@ journal -o cat SYSLOG_IDENTIFIER=updater > "$WORK/updater-journal.txt"
 if grep -Ei 'read-only file system|permission denied|operation not permitted|access denied|bad system call' "$WORK/updater-journal.txt"; then
   die "the updater hit a sandbox denial (above)"
 fi
-# One run is expected to end by a signal: the one the poweroff stopped mid-trial
-# (the `check` mode does not catch SIGTERM; the next boot resumes the trial).
+# The run the poweroff stopped mid-trial exits 16 ("interrupted", a
+# SuccessExitStatus); an older updater died by the signal: allow at most one.
 journal -o cat UNIT=updater.service | grep -E 'Failed with result|code=(exited|killed)' > "$WORK/updater-failures.txt" || true
 if grep -v -E "Failed with result 'signal'|code=killed, status=15/TERM" "$WORK/updater-failures.txt"; then
   die "an updater.service run failed (above)"

@@ -11,7 +11,7 @@ use rand::Rng;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::run::Agent;
+use crate::run::{Agent, Report, RunError};
 use crate::state::{exit_code, Outcome};
 
 #[derive(Parser)]
@@ -165,60 +165,24 @@ impl Cli {
                     }
                 }
             }
-            Command::Check(a) => {
-                let config = match load(&self.config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let cohort = config.cohort.to_string();
-                let agent = Agent::new(config, Box::new(SystemClock));
-                match runtime().block_on(agent.check(a.dry_run)) {
-                    Ok(report) => {
-                        crate::logging::report(&report, &cohort);
-                        exit_code(report.outcome)
-                    }
-                    Err(e) => {
-                        log::error!("failed: {e}; the device stays on its current slot");
-                        exit_code(Outcome::Failed)
-                    }
-                }
-            }
-            Command::Install(a) => {
-                let config = match load(&self.config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let cohort = config.cohort.to_string();
-                let agent = Agent::new(config, Box::new(SystemClock));
-                match runtime().block_on(agent.install(&a.bundle)) {
-                    Ok(report) => {
-                        crate::logging::report(&report, &cohort);
-                        exit_code(report.outcome)
-                    }
-                    Err(e) => {
-                        log::error!("failed: {e}; the device stays on its current slot");
-                        exit_code(Outcome::Failed)
-                    }
-                }
-            }
-            Command::Rollback(a) => {
-                let config = match load(&self.config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let cohort = config.cohort.to_string();
-                let agent = Agent::new(config, Box::new(SystemClock));
-                match runtime().block_on(agent.manual_rollback(a.to.as_ref())) {
-                    Ok(report) => {
-                        crate::logging::report(&report, &cohort);
-                        exit_code(report.outcome)
-                    }
-                    Err(e) => {
-                        log::error!("rollback failed: {e}");
-                        1
-                    }
-                }
-            }
+            Command::Check(a) => match load(&self.config) {
+                Ok(config) => converge(config, |agent| {
+                    Box::pin(async move { agent.check(a.dry_run).await })
+                }),
+                Err(code) => code,
+            },
+            Command::Install(a) => match load(&self.config) {
+                Ok(config) => converge(config, |agent| {
+                    Box::pin(async move { agent.install(&a.bundle).await })
+                }),
+                Err(code) => code,
+            },
+            Command::Rollback(a) => match load(&self.config) {
+                Ok(config) => converge(config, |agent| {
+                    Box::pin(async move { agent.manual_rollback(a.to.as_ref()).await })
+                }),
+                Err(code) => code,
+            },
             Command::Daemon => {
                 let config = match load(&self.config) {
                     Ok(c) => c,
@@ -228,6 +192,48 @@ impl Cli {
             }
         }
     }
+}
+
+/// Exit code 16: stopped by SIGTERM or SIGINT (a shutdown) in the middle of
+/// a run. Every step was persisted before it happened, so nothing is lost:
+/// the next run finishes or undoes what this one started.
+pub const EXIT_INTERRUPTED: u8 = 16;
+
+type Run<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Report, RunError>> + 'a>>;
+
+/// One run (`check`, `install`, `rollback`): log its one line and map its
+/// outcome to the exit code; a shutdown signal ends it at the next await.
+fn converge(config: Config, run: impl for<'a> FnOnce(&'a Agent) -> Run<'a>) -> u8 {
+    let cohort = config.cohort.to_string();
+    let agent = Agent::new(config, Box::new(SystemClock));
+    runtime().block_on(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot handle SIGTERM: {e}");
+                return exit_code(Outcome::Failed);
+            }
+        };
+        tokio::select! {
+            result = run(&agent) => match result {
+                Ok(report) => {
+                    crate::logging::report(&report, &cohort);
+                    exit_code(report.outcome)
+                }
+                Err(e) => {
+                    log::error!("failed: {e}; the device stays on its current slot");
+                    exit_code(Outcome::Failed)
+                }
+            },
+            _ = term.recv() => interrupted(),
+            _ = tokio::signal::ctrl_c() => interrupted(),
+        }
+    })
+}
+
+fn interrupted() -> u8 {
+    log::warn!("interrupted by a shutdown signal; nothing is lost: the next run finishes or undoes this one");
+    EXIT_INTERRUPTED
 }
 
 /// Poll forever with jitter, so a fleet does not hit the server in step,

@@ -52,7 +52,7 @@ fn units_pass_systemd_analyze_verify() {
     let timer = std::fs::read_to_string(Path::new(DIR).join("updater.timer")).unwrap();
     for required in [
         "Type=oneshot",
-        "SuccessExitStatus=10 11 12 13",
+        "SuccessExitStatus=10 11 12 13 16",
         "After=network-online.target time-sync.target",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/updater",
