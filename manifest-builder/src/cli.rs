@@ -40,6 +40,9 @@ pub enum Command {
     Rollout(crate::rollout::cli::RolloutArgs),
     /// Package a cohort's signed manifests and artifacts into one offline bundle file.
     Bundle(BundleArgs),
+    /// Shell completions and man page (packaging).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::Generate),
 }
 
 /// How a run that did not fail with an error ends; [`Exit::code`] is the one
@@ -85,6 +88,13 @@ impl Command {
             Command::Status(a) => a.run(now).map(Exit::from),
             Command::Rollout(a) => a.run(now),
             Command::Bundle(a) => a.run().map(Exit::from),
+            Command::Generate(g) => g
+                .run::<Cli>()
+                .map(|()| Exit::Success)
+                .map_err(|source| Error::Io {
+                    path: "<stdout>".into(),
+                    source,
+                }),
         }
     }
 }

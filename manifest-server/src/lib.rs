@@ -24,6 +24,7 @@
 pub mod config;
 pub mod files;
 pub mod fleet;
+pub mod generate;
 pub mod http;
 pub mod logging;
 pub mod metrics;

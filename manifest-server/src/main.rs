@@ -10,6 +10,10 @@ use manifest_server::{Args, Config, Error};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
+    // Hidden: `manifest-server generate completions SHELL | man` (packaging).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        return manifest_server::generate::main();
+    }
     let args = Args::parse();
     manifest_server::logging::init();
     match run(args) {

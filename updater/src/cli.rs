@@ -48,6 +48,9 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Shell completions and man page (packaging).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::Generate),
 }
 
 #[derive(Args)]
@@ -102,6 +105,13 @@ fn runtime() -> tokio::runtime::Runtime {
 impl Cli {
     pub fn run(self) -> u8 {
         match self.command {
+            Command::Generate(g) => match g.run::<Cli>() {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("generate: {e}");
+                    1
+                }
+            },
             Command::Config(ConfigCommand::Check) => match load(&self.config) {
                 Ok(c) => {
                     println!("{} is valid", self.config.display());
