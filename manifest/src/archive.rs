@@ -382,6 +382,91 @@ mod tests {
         }
     }
 
+    /// One raw 512-byte header block plus padded data.
+    fn raw_entry(tar: &mut Vec<u8>, name: &str, kind: tar::EntryType, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        tar.extend_from_slice(h.as_bytes());
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+
+    fn gzip(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0; 1024]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn long_name_extensions_cannot_smuggle_a_traversal() {
+        // GNU long name ('L'): the real path is in the extension's data.
+        let mut gnu = Vec::new();
+        raw_entry(
+            &mut gnu,
+            "././@LongLink",
+            T::GNULongName,
+            b"../../etc/cron.d/evil\0",
+        );
+        raw_entry(&mut gnu, "harmless", T::Regular, b"x");
+        let err = scan(&gzip(gnu)[..], Limits::unpacked(100))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'..'"), "{err}");
+
+        // PAX extended header ('x') overriding the path.
+        let record = |k: &str, v: &str| {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            format!("{len}{body}")
+        };
+        let mut pax = Vec::new();
+        raw_entry(
+            &mut pax,
+            "PaxHeader",
+            T::XHeader,
+            record("path", "/etc/passwd").as_bytes(),
+        );
+        raw_entry(&mut pax, "harmless", T::Regular, b"x");
+        let err = scan(&gzip(pax)[..], Limits::unpacked(100))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
+
+        // A PAX linkpath pointing out of the component.
+        let mut link = Vec::new();
+        raw_entry(
+            &mut link,
+            "PaxHeader",
+            T::XHeader,
+            record("linkpath", "../../../etc").as_bytes(),
+        );
+        raw_entry(&mut link, "l", T::Symlink, b"");
+        let err = scan(&gzip(link)[..], Limits::unpacked(100))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leaves the component"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_cannot_be_replaced_by_a_directory_of_the_same_name() {
+        let err = check(&[
+            ("d", T::Symlink, 0o777, b"", Some("sub")),
+            ("d", T::Directory, 0o755, b"", None),
+            ("d/x", T::Regular, 0o644, b"x", None),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("duplicate"), "{err}");
+    }
+
     #[test]
     fn stops_at_the_declared_size() {
         let big = vec![b'x'; 2000];
