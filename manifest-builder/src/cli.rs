@@ -42,7 +42,7 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Shell completions and man page (packaging).
     #[command(subcommand, hide = true)]
-    Generate(crate::generate::Generate),
+    Generate(cli_generate::Generate),
 }
 
 /// How a run that did not fail with an error ends; [`Exit::code`] is the one

@@ -9,7 +9,6 @@ pub mod cli;
 pub mod error;
 pub mod fleet;
 pub mod fsutil;
-pub mod generate;
 pub mod keys;
 pub mod pack;
 pub mod progress;

@@ -50,7 +50,7 @@ pub enum Command {
     Config(ConfigCommand),
     /// Shell completions and man page (packaging).
     #[command(subcommand, hide = true)]
-    Generate(crate::generate::Generate),
+    Generate(cli_generate::Generate),
 }
 
 #[derive(Args)]

@@ -16,7 +16,6 @@ pub mod config;
 pub mod durable;
 pub mod failpoint;
 pub mod fetch;
-pub mod generate;
 pub mod health;
 pub mod history;
 pub mod inbox;

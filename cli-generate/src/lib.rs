@@ -1,5 +1,7 @@
-//! Hidden `generate` command: shell completions and a man page from the clap
-//! definitions, written to stdout (packaging/build-debs.sh installs them).
+//! The hidden `generate` command of all three programs: shell completions
+//! and a man page from each program's clap definitions, written to stdout
+//! (packaging/build-debs.sh installs them). One small crate so the programs
+//! share it without depending on each other.
 
 use std::io::Write;
 
