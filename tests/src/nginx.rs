@@ -141,6 +141,13 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nginx error.log:\n{}--- nginx access.log:\n{}",
+                fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default(),
+                self.access_log()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

