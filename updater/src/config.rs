@@ -244,6 +244,9 @@ pub struct Network {
     pub connect_timeout: Duration,
     #[serde(default = "default_stall_timeout", deserialize_with = "duration")]
     pub stall_timeout: Duration,
+    /// A transfer moving fewer bytes than this in `stall_timeout` is stalled.
+    #[serde(default = "default_stall_min_bytes")]
+    pub stall_min_bytes: u64,
     #[serde(default = "default_retries")]
     pub retries: u32,
     #[serde(default = "default_backoff", deserialize_with = "duration")]
@@ -255,6 +258,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_stall_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_stall_min_bytes() -> u64 {
+    1024
 }
 fn default_retries() -> u32 {
     4
@@ -268,6 +274,7 @@ impl Default for Network {
         Self {
             connect_timeout: default_connect_timeout(),
             stall_timeout: default_stall_timeout(),
+            stall_min_bytes: default_stall_min_bytes(),
             retries: default_retries(),
             backoff_initial: default_backoff(),
         }

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
@@ -21,8 +23,13 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{url}: larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
-    #[error("{url}: no data for {secs} s, the connection stalled")]
-    Stalled { url: String, secs: u64 },
+    #[error("{url}: {bytes} bytes in {secs} s (at least {min} required), the connection stalled")]
+    Stalled {
+        url: String,
+        bytes: u64,
+        secs: u64,
+        min: u64,
+    },
     #[error("{url}: changed on the server while it was being fetched")]
     Changed { url: String },
 }
@@ -51,7 +58,94 @@ enum Backend {
 pub struct Transport {
     base: String,
     backend: Backend,
-    stall: Duration,
+    pace: PaceRule,
+}
+
+/// The slow-retrieval guard (TUF "slow retrieval"): a transfer must move at
+/// least `min_bytes` in every `window`, or it is abandoned as stalled. A
+/// plain idle timeout is not enough: a server trickling one byte every few
+/// seconds would keep it alive forever.
+#[derive(Debug, Clone, Copy)]
+struct PaceRule {
+    window: Duration,
+    min_bytes: u64,
+}
+
+/// One transfer's progress against its [`PaceRule`].
+struct Pace {
+    rule: PaceRule,
+    window_end: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(rule: PaceRule) -> Self {
+        Self {
+            rule,
+            window_end: Instant::now() + rule.window,
+            bytes: 0,
+        }
+    }
+
+    fn stalled(&self, url: &str) -> FetchError {
+        FetchError::Stalled {
+            url: url.to_string(),
+            bytes: self.bytes,
+            secs: self.rule.window.as_secs(),
+            min: self.rule.min_bytes,
+        }
+    }
+
+    /// A window ended: too few bytes is an error, else a new window starts.
+    fn close_window(&mut self, url: &str) -> Result<(), FetchError> {
+        if self.bytes < self.rule.min_bytes {
+            return Err(self.stalled(url));
+        }
+        self.bytes = 0;
+        self.window_end = Instant::now() + self.rule.window;
+        Ok(())
+    }
+
+    /// The next chunk of `resp`, held to the pace.
+    async fn chunk(&mut self, url: &str, resp: &mut reqwest::Response) -> Result<Option<Bytes>, FetchError> {
+        loop {
+            // `Response::chunk` is cancel-safe: a timeout loses no data.
+            match tokio::time::timeout_at(self.window_end, resp.chunk()).await {
+                Err(_) => self.close_window(url)?,
+                Ok(Err(e)) => return Err(offline(url, root_cause(&e))),
+                Ok(Ok(chunk)) => {
+                    if let Some(c) = &chunk {
+                        self.bytes += c.len() as u64;
+                        if Instant::now() >= self.window_end {
+                            self.close_window(url)?;
+                        }
+                    }
+                    return Ok(chunk);
+                }
+            }
+        }
+    }
+}
+
+/// Follow redirects only within the origin (scheme, host, port) they
+/// started from: a store is one origin, and a redirect elsewhere is a
+/// hijacked or misconfigured server. Signatures would catch forged content,
+/// but refusing keeps a device from feeding a stranger its requests.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|o| o != attempt.url().origin()) {
+            let msg = format!(
+                "redirect to another host ({}) refused: only redirects within the configured server are followed",
+                attempt.url().origin().ascii_serialization()
+            );
+            attempt.error(msg)
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 fn offline(url: &str, e: impl std::fmt::Display) -> FetchError {
@@ -81,6 +175,7 @@ impl Transport {
                 .user_agent(concat!("updater/", env!("CARGO_PKG_VERSION")))
                 // Artifacts are already compressed; manifests are tiny.
                 .no_gzip()
+                .redirect(same_origin_redirects())
                 .build()
                 .map_err(|e| format!("cannot set up HTTP: {e}"))?;
             Backend::Http(client)
@@ -88,7 +183,10 @@ impl Transport {
         Ok(Self {
             base: base.to_string(),
             backend,
-            stall: net.stall_timeout,
+            pace: PaceRule {
+                window: net.stall_timeout,
+                min_bytes: net.stall_min_bytes,
+            },
         })
     }
 
@@ -146,9 +244,9 @@ impl Transport {
                         .header(reqwest::header::IF_MATCH, etag)
                         .header(reqwest::header::CONNECTION, "close");
                 }
-                let mut resp = tokio::time::timeout(self.stall, req.send())
+                let mut resp = tokio::time::timeout(self.pace.window, req.send())
                     .await
-                    .map_err(|_| self.stalled(&url))?
+                    .map_err(|_| Pace::new(self.pace).stalled(&url))?
                     .map_err(|e| offline(&url, root_cause(&e)))?;
                 let status = resp.status().as_u16();
                 match status {
@@ -170,11 +268,8 @@ impl Transport {
                     .and_then(|v| v.to_str().ok())
                     .map(String::from);
                 let mut bytes = Vec::new();
-                while let Some(chunk) = tokio::time::timeout(self.stall, resp.chunk())
-                    .await
-                    .map_err(|_| self.stalled(&url))?
-                    .map_err(|e| offline(&url, root_cause(&e)))?
-                {
+                let mut pace = Pace::new(self.pace);
+                while let Some(chunk) = pace.chunk(&url, &mut resp).await? {
                     if bytes.len() + chunk.len() > limit {
                         return Err(FetchError::TooLarge {
                             url,
@@ -185,13 +280,6 @@ impl Transport {
                 }
                 Ok(Small::Body { bytes, etag })
             }
-        }
-    }
-
-    fn stalled(&self, url: &str) -> FetchError {
-        FetchError::Stalled {
-            url: url.to_string(),
-            secs: self.stall.as_secs(),
         }
     }
 
@@ -218,7 +306,6 @@ impl Transport {
                     start,
                     total: Some(total),
                     body: Body::File(file),
-                    stall: self.stall,
                 })
             }
             Backend::Http(client) => {
@@ -226,9 +313,9 @@ impl Transport {
                 if offset > 0 {
                     req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
                 }
-                let resp = tokio::time::timeout(self.stall, req.send())
+                let resp = tokio::time::timeout(self.pace.window, req.send())
                     .await
-                    .map_err(|_| self.stalled(&url))?
+                    .map_err(|_| Pace::new(self.pace).stalled(&url))?
                     .map_err(|e| offline(&url, root_cause(&e)))?;
                 let status = resp.status().as_u16();
                 let (start, total) = match status {
@@ -254,8 +341,7 @@ impl Transport {
                     url,
                     start,
                     total,
-                    body: Body::Http(resp),
-                    stall: self.stall,
+                    body: Body::Http(resp, Pace::new(self.pace)),
                 })
             }
         }
@@ -271,7 +357,7 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 }
 
 enum Body {
-    Http(reqwest::Response),
+    Http(reqwest::Response, Pace),
     File(tokio::fs::File),
 }
 
@@ -284,23 +370,15 @@ pub struct Download {
     /// Full size of the artifact, when the server said.
     pub total: Option<u64>,
     body: Body,
-    stall: Duration,
 }
 
 impl Download {
-    /// The next chunk, `None` at the end. A chunk that does not come within
-    /// the stall timeout is an error, so a hung connection cannot hang a run.
+    /// The next chunk, `None` at the end. A transfer slower than the pace
+    /// rule is an error, so a hung or trickling server cannot hang a run.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
         let url = &self.url;
-        let stalled = || FetchError::Stalled {
-            url: url.clone(),
-            secs: self.stall.as_secs(),
-        };
         match &mut self.body {
-            Body::Http(resp) => tokio::time::timeout(self.stall, resp.chunk())
-                .await
-                .map_err(|_| stalled())?
-                .map_err(|e| offline(url, root_cause(&e))),
+            Body::Http(resp, pace) => pace.chunk(url, resp).await,
             Body::File(f) => {
                 let mut buf = vec![0u8; 64 * 1024];
                 let n = f.read(&mut buf).await.map_err(|e| offline(url, e))?;

@@ -21,6 +21,13 @@ impl Paths {
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
+    /// The time floor (DESIGN: expiry against the persisted time floor).
+    pub fn time_floor(&self) -> PathBuf {
+        self.root.join("time_floor")
+    }
+    pub fn last_check(&self) -> PathBuf {
+        self.root.join("last_check.json")
+    }
     pub fn history(&self) -> PathBuf {
         self.root.join("history.jsonl")
     }

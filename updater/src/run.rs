@@ -179,15 +179,16 @@ impl Agent {
     /// Record an outcome reached before any convergence (a bundle that could
     /// not be used), so `status` shows it like any other.
     async fn record_only(&self, report: Report) -> Result<Report, RunError> {
-        let mut state = State::load(&self.paths)?;
+        let state = State::load(&self.paths)?;
         let running = state.active_version().cloned();
-        self.finish(&mut state, &report, running).await?;
+        self.finish(&state, &state, &report, running).await?;
         Ok(report)
     }
 
     /// One run against `servers`, under the run lock.
     async fn run(&self, _lock: &RunLock, dry_run: bool, servers: &[String]) -> Result<Report, RunError> {
         let mut state = State::load(&self.paths)?;
+        let loaded = state.clone();
         self.adopt_running_slot(&mut state);
         let running_before = state.active_version().cloned();
         // The time floor only moves forward: a Pi without RTC booting at
@@ -202,7 +203,7 @@ impl Agent {
             self.converge(&mut state, false, servers).await?
         };
         if !dry_run {
-            self.finish(&mut state, &report, running_before).await?;
+            self.finish(&state, &loaded, &report, running_before).await?;
         }
         Ok(report)
     }
@@ -231,20 +232,22 @@ impl Agent {
         }
     }
 
-    /// Record the run's outcome for `status`, then report it.
+    /// Save what the run changed, record its outcome for `status`, report it.
     async fn finish(
         &self,
-        state: &mut State,
+        state: &State,
+        loaded: &State,
         report: &Report,
         running_before: Option<Version>,
     ) -> Result<(), RunError> {
-        state.last_check = Some(LastCheck {
+        state.save_changes(&self.paths, loaded)?;
+        LastCheck {
             at: self.clock.now(),
             outcome: report.outcome,
             version: report.version.clone(),
             reason: report.reason.clone(),
-        });
-        state.save(&self.paths)?;
+        }
+        .store(&self.paths)?;
         self.send_report(report, running_before, state.active_version().cloned())
             .await;
         Ok(())
@@ -537,7 +540,7 @@ impl Agent {
                 .config
                 .trusted
                 .verify_cohort(&rel, &bytes, &sig)
-                .map_err(|e| CohortError::Refused(e.to_string()))?;
+                .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
             let sha = verified.sha256();
             policy::check_cohort(
                 &verified,
@@ -663,7 +666,7 @@ impl Agent {
             .config
             .trusted
             .verify_release(&rel, &bytes, &sig)
-            .map_err(|e| CohortError::Refused(e.to_string()))?;
+            .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
         policy::check_release(
             &release,
             &self.config.product,
@@ -843,6 +846,7 @@ impl Agent {
             Err(report) => return Ok(report),
         };
         let mut state = State::load(&self.paths)?;
+        let loaded = state.clone();
         if state.phase != Phase::Idle {
             return Ok(Report::new(
                 Outcome::Failed,
@@ -896,7 +900,21 @@ impl Agent {
         let report = self
             .rollback(&mut state, "manual rollback by an operator".into())
             .await?;
-        self.finish(&mut state, &report, running_before).await?;
+        self.finish(&state, &loaded, &report, running_before).await?;
         Ok(report)
+    }
+}
+
+/// The text of a verification refusal, with a hint when the server sent a
+/// web page: captive portals and misconfigured proxies answer 200 with HTML.
+fn refusal(e: impl std::fmt::Display, bytes: &[u8], sig: &[u8]) -> String {
+    // Neither JSON nor minisign text ever starts with '<'.
+    let html = |b: &[u8]| b.trim_ascii_start().starts_with(b"<");
+    if html(bytes) || html(sig) {
+        format!(
+            "{e} (the server sent an HTML page, not a manifest: a captive portal or a misconfigured proxy?)"
+        )
+    } else {
+        e.to_string()
     }
 }

@@ -121,6 +121,22 @@ pub struct LastCheck {
     pub reason: String,
 }
 
+impl LastCheck {
+    /// `last_check.json`: what the latest run did and why, for `status`.
+    /// Apart from `state.json`, which only changes when the device does.
+    pub fn load(paths: &Paths) -> Option<LastCheck> {
+        serde_json::from_slice(&fs::read(paths.last_check()).ok()?).ok()
+    }
+
+    pub fn store(&self, paths: &Paths) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("serializes");
+        write_atomic(&paths.last_check(), &bytes).map_err(|source| StateError::Io {
+            path: paths.last_check().display().to_string(),
+            source,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub phase: Phase,
@@ -133,15 +149,21 @@ pub struct State {
     /// Highest accepted cohort manifest per cohort (replay protection).
     #[serde(default)]
     pub accepted: BTreeMap<String, Accepted>,
-    /// max(clock, latest time seen, issued_at of accepted manifests).
-    #[serde(default)]
+    /// max(clock, latest time seen, issued_at of accepted manifests). Kept
+    /// in its own file (`time_floor`), not in `state.json`: the clock moves
+    /// on every run, and a run that changes nothing else (an idle poll, a
+    /// refusal) must leave `state.json` byte-identical.
+    #[serde(skip)]
     pub time_floor: Timestamp,
     /// Versions that failed here, with why: never retried.
     #[serde(default)]
     pub blocked: BTreeMap<String, String>,
-    #[serde(default)]
-    pub last_check: Option<LastCheck>,
 }
+
+/// How often the clock alone may rewrite the time floor file: often
+/// enough to bound a freeze after a reboot at 1970, rarely enough to spare
+/// an SD card.
+const TIME_FLOOR_STEP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -173,6 +195,15 @@ impl State {
                 source,
             }),
         }
+        .map(|mut state: State| {
+            // An unreadable floor is only a weaker floor: the accepted
+            // manifests' own times still bound it.
+            state.time_floor = fs::read_to_string(paths.time_floor())
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or_default();
+            state
+        })
     }
 
     /// Write the state durably, then honour the test failpoint for `phase`.
@@ -191,13 +222,28 @@ impl State {
         Ok(())
     }
 
-    /// Save without a phase transition (bookkeeping such as `last_check`).
-    pub fn save(&self, paths: &Paths) -> Result<(), StateError> {
+    /// Save what a run changed: `state.json` only if its bytes would
+    /// differ from the file's, the time floor only if `state.json` changed
+    /// or the clock moved the floor on by an hour since `before` (the state
+    /// as the run loaded it).
+    pub fn save_changes(&self, paths: &Paths, before: &State) -> Result<(), StateError> {
+        let io_err = |path: std::path::PathBuf| {
+            move |source| StateError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        };
         let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        write_atomic(&paths.state(), &bytes).map_err(|source| StateError::Io {
-            path: paths.state().display().to_string(),
-            source,
-        })
+        let changed = fs::read(paths.state()).ok().as_deref() != Some(&bytes[..]);
+        if changed {
+            write_atomic(&paths.state(), &bytes).map_err(io_err(paths.state()))?;
+        }
+        let floor_moved = self.time_floor > before.time_floor.saturating_add(TIME_FLOOR_STEP);
+        if floor_moved || (changed && self.time_floor > before.time_floor) {
+            write_atomic(&paths.time_floor(), format!("{}\n", self.time_floor).as_bytes())
+                .map_err(io_err(paths.time_floor()))?;
+        }
+        Ok(())
     }
 
     pub fn accepted_for(&self, cohort: &CohortName) -> Option<&Accepted> {

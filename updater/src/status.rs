@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::history;
 use crate::paths::Paths;
-use crate::state::{State, StateError};
+use crate::state::{LastCheck, State, StateError};
 
 pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> {
     let state = State::load(paths)?;
@@ -18,6 +18,7 @@ pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> 
         .as_ref()
         .map(|t| json!({ "version": t.version.to_string(), "slot": t.slot.name() }));
     let accepted = state.accepted_for(&config.cohort);
+    let last_check = LastCheck::load(paths);
     Ok(json!({
         "phase": state.phase.as_str(),
         "active_slot": state.active.as_ref().map(|a| a.slot.name()),
@@ -28,7 +29,7 @@ pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> 
         "cohort": config.cohort.as_str(),
         "cohort_sequence": accepted.map(|a| a.sequence),
         "time_floor": state.time_floor.to_string(),
-        "last_check": state.last_check.as_ref().map(|c| json!({
+        "last_check": last_check.as_ref().map(|c| json!({
             "at": c.at.to_string(),
             "outcome": c.outcome.as_str(),
             "version": c.version.as_ref().map(ToString::to_string),
