@@ -5,6 +5,7 @@
 //! cohorts/<cohort>.json            cohorts/<cohort>.json.minisig
 //! releases/<version>.json          releases/<version>.json.minisig
 //! artifacts/<sha256>               (one per component, already compressed)
+//! keys.json  keys.json.minisig     (when the store has a root of trust)
 //! ```
 //!
 //! `bundle` packages what is already signed and verifies nothing new: the
@@ -20,7 +21,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use manifest::store::{artifact_path, cohort_path, release_path, signature_path};
-use manifest::{CohortManifest, CohortName, ReleaseManifest};
+use manifest::{CohortManifest, CohortName, ReleaseManifest, KEYS_PATH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::PUBLIC_FILE_MODE;
@@ -63,12 +64,18 @@ pub fn bundle(store_dir: &Path, cohort: &CohortName, out: &Path) -> Result<Bundl
         source,
     })?;
 
-    let mut files = vec![
+    let mut files = Vec::new();
+    // The root of trust travels along, so a device offline through a key
+    // rotation can verify the manifests signed with the new keys.
+    if store.path(KEYS_PATH).exists() {
+        files.extend([KEYS_PATH.to_string(), signature_path(KEYS_PATH)]);
+    }
+    files.extend([
         cohort_rel.clone(),
         signature_path(&cohort_rel),
         release_rel.clone(),
         signature_path(&release_rel),
-    ];
+    ]);
     let mut artifacts: Vec<String> = release
         .components
         .iter()

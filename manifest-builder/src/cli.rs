@@ -38,6 +38,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Canary rollouts gated on device reports: status, advance, halt, rollback, watch.
     Rollout(crate::rollout::cli::RolloutArgs),
+    /// The root of trust: keys.json (init, rotate, revoke, show).
+    Keys(crate::root::KeysArgs),
     /// Package a cohort's signed manifests and artifacts into one offline bundle file.
     Bundle(BundleArgs),
     /// Shell completions and man page (packaging).
@@ -88,6 +90,7 @@ impl Command {
             Command::Status(a) => a.run(now).map(Exit::from),
             Command::Rollout(a) => a.run(now),
             Command::Bundle(a) => a.run().map(Exit::from),
+            Command::Keys(a) => a.run(now).map(Exit::from),
             Command::Generate(g) => g
                 .run::<Cli>()
                 .map(|()| Exit::Success)

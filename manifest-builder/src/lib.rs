@@ -15,6 +15,7 @@ pub mod progress;
 pub mod promote;
 pub mod release;
 pub mod rollout;
+pub mod root;
 pub mod sign;
 pub mod status;
 pub mod store;

@@ -50,7 +50,10 @@ pub fn promote(req: PromoteRequest<'_>) -> Result<CohortManifest> {
             store.path(&rel).display()
         ))
     })?;
-    let trust = trust_for(req.keys, req.trusted, 1)?;
+    // A store with a root of trust names its release keys itself.
+    let mut trusted = req.trusted.to_vec();
+    trusted.extend(crate::root::release_keys(&store)?);
+    let trust = trust_for(req.keys, &trusted, 1)?;
     let release = trust.verify_release(&rel, &pair.bytes, &signature)?;
 
     let cohort_rel = cohort_path(&req.cohort);

@@ -15,7 +15,8 @@ use manifest::document::{probe_kind, Kind};
 use manifest::minisign::parse_signatures;
 use manifest::store::signature_path;
 use manifest::{
-    CohortManifest, ReleaseManifest, SecretKey, Timestamp, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES,
+    CohortManifest, KeysDocument, ReleaseManifest, SecretKey, Timestamp, MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
 };
 
 use crate::error::{Error, Result};
@@ -80,8 +81,9 @@ pub fn sign(req: SignRequest) -> Result<Signed> {
     }
 
     let (bytes, sequence) = match kind {
-        Kind::Release => {
-            // Releases are immutable: sign exactly what is there.
+        Kind::Release | Kind::Keys => {
+            // Releases are immutable, keys.json is versioned by its
+            // author (`keys rotate`): sign exactly what is there.
             validate(kind, &original, path)?;
             (original, None)
         }
@@ -100,6 +102,11 @@ fn validate(kind: Kind, bytes: &[u8], path: &Path) -> Result<()> {
     match kind {
         Kind::Release => ReleaseManifest::parse(bytes).map(drop),
         Kind::Cohort => CohortManifest::parse(bytes).map(drop),
+        Kind::Keys => {
+            return KeysDocument::parse(bytes)
+                .map(drop)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        }
     }
     .map_err(doc_err(path))
 }

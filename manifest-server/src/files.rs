@@ -38,6 +38,7 @@ use http::header::{IF_MATCH, IF_NONE_MATCH, IF_RANGE, RANGE};
 use http::HeaderMap;
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
 use manifest::Sha256Hex;
+use manifest::KEYS_PATH;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
@@ -73,6 +74,19 @@ pub fn classify(raw: &str) -> Option<Target<'_>> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'/'))
     {
         return None;
+    }
+    if rel.strip_suffix(SIGNATURE_SUFFIX).unwrap_or(rel) == KEYS_PATH {
+        // The root of trust: revalidated on every poll, like a cohort.
+        let signature = rel != KEYS_PATH;
+        return Some(Target::Manifest {
+            path: KEYS_PATH,
+            signature,
+            class: if signature {
+                PathClass::Signature
+            } else {
+                PathClass::Cohort
+            },
+        });
     }
     let (top, name) = rel.split_once('/')?;
     if name.is_empty() || name.starts_with('.') || name.contains('/') {

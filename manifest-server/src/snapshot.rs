@@ -40,6 +40,7 @@ use axum::body::Bytes;
 use http::HeaderValue;
 use manifest::store::{COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
 use manifest::{CohortName, TrustedKeys, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+use manifest::{KeysDocument, KEYS_PATH};
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
@@ -367,6 +368,9 @@ impl Loader {
     /// the paths served from it (a transient error must not empty the store).
     fn list_manifests(&mut self, current: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
+        if self.root.join(KEYS_PATH).exists() || current.pairs.contains_key(KEYS_PATH) {
+            out.push(KEYS_PATH.to_string());
+        }
         for dir in [COHORTS_DIR, RELEASES_DIR] {
             let entries = match std::fs::read_dir(self.root.join(dir)) {
                 Ok(entries) => entries,
@@ -432,7 +436,24 @@ impl Loader {
             .split_once('/')
             .and_then(|(_, name)| name.strip_suffix(".json"))
             .unwrap_or_default();
-        let sequence = if path.starts_with(COHORTS_DIR) {
+        let sequence = if path == KEYS_PATH {
+            // Devices check the chain from their own trusted keys.json; here
+            // it is enough that trusted keys (give the root keys in --keys)
+            // signed a well-formed document.
+            trust
+                .verify_bytes(path, manifest, signature)
+                .map_err(|e| e.to_string())?;
+            let doc = KeysDocument::parse(manifest).map_err(|e| e.to_string())?;
+            if let Some(prev) = served.and_then(|p| p.sequence) {
+                if doc.version < prev {
+                    return Err(format!(
+                        "{path}: version {} is lower than {prev}, the one being served (devices would refuse it)",
+                        doc.version
+                    ));
+                }
+            }
+            Some(doc.version)
+        } else if path.starts_with(COHORTS_DIR) {
             let doc = trust
                 .verify_cohort(path, manifest, signature)
                 .map_err(|e| e.to_string())?;

@@ -70,7 +70,8 @@ impl StoreWatcher {
             }
         })
         .map_err(WatchError::Start)?;
-        for dir in [COHORTS_DIR, RELEASES_DIR] {
+        // The store's top level holds keys.json (the root of trust).
+        for dir in [".", COHORTS_DIR, RELEASES_DIR] {
             watcher
                 .watch(&root.join(dir), RecursiveMode::NonRecursive)
                 .map_err(|source| WatchError::Dir { dir, source })?;

@@ -42,6 +42,8 @@ pub enum DocumentError {
 pub enum Kind {
     Release,
     Cohort,
+    /// `keys.json` (crate::keys).
+    Keys,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
         match self {
             Kind::Release => "release",
             Kind::Cohort => "cohort",
+            Kind::Keys => "keys",
         }
     }
 }
@@ -82,14 +85,18 @@ pub fn probe_kind(bytes: &[u8]) -> Result<Kind, DocumentError> {
     match probe.kind.as_deref() {
         Some("release") => Ok(Kind::Release),
         Some("cohort") => Ok(Kind::Cohort),
+        Some("keys") => Ok(Kind::Keys),
         other => Err(DocumentError::WrongKind {
-            expected: "release or cohort",
+            expected: "release, cohort or keys",
             found: other.unwrap_or("<missing>").to_string(),
         }),
     }
 }
 
-fn parse_strict<T: for<'de> Deserialize<'de>>(bytes: &[u8], kind: Kind) -> Result<T, DocumentError> {
+pub(crate) fn parse_strict<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    kind: Kind,
+) -> Result<T, DocumentError> {
     let found = probe_kind(bytes)?;
     if found != kind {
         return Err(DocumentError::WrongKind {

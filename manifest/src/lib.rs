@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod document;
+pub mod keys;
 pub mod minisign;
 pub mod names;
 pub mod report;
@@ -21,6 +22,7 @@ pub use document::{
     ArchiveFormat, CohortManifest, Component, DocumentError, Health, HealthCheck, Hooks, Kind,
     ReleaseManifest, Rollout, Target, SCHEMA,
 };
+pub use keys::{Anchor, KeyRing, KeysDocument, KeysError, KEYS_PATH};
 pub use minisign::{KeyId, MinisignError, PublicKey, SecretKey, SignatureBlock};
 pub use names::{
     parse_version, CohortName, ComponentName, HardwareId, NameError, ProductName, Sha256Hex, Version,

@@ -21,7 +21,7 @@ pub struct Timestamp(u64);
 impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp(0);
 
-    pub fn from_unix(secs: u64) -> Self {
+    pub const fn from_unix(secs: u64) -> Self {
         Self(secs)
     }
 

@@ -72,6 +72,9 @@ pub struct DeviceConfig {
     pub backoff_initial: String,
     /// Raw TOML appended to the file (`[daemon]`, `[report]` sections).
     pub extra_toml: String,
+    /// Pinned root keys (`root_keys_dir`, `root_threshold`): the store's
+    /// keys.json then says who signs what.
+    pub root_keys: Option<(PathBuf, usize)>,
 }
 
 impl DeviceConfig {
@@ -94,6 +97,7 @@ impl DeviceConfig {
             retries: 0,
             backoff_initial: "100ms".into(),
             extra_toml: String::new(),
+            root_keys: None,
         }
     }
 }
@@ -172,6 +176,7 @@ device_id = {device_id}
 keys_dir = {keys_dir}
 threshold = {threshold}
 state_dir = {state_dir}
+{root_keys}
 
 [restart]
 units = ["app.service"]
@@ -196,6 +201,11 @@ stall_timeout = {stall}
 retries = {retries}
 backoff_initial = {backoff}
 {extra}"#,
+            root_keys = c
+                .root_keys
+                .as_ref()
+                .map(|(dir, n)| format!("root_keys_dir = {}\nroot_threshold = {n}", q(&dir.display().to_string())))
+                .unwrap_or_default(),
             server = q(&c.server),
             product = q(&c.product),
             cohort = q(&c.cohort),
@@ -263,9 +273,23 @@ exit 0
     /// `updater --config F ARGS` with extra environment; fails the test
     /// after [`RUN_TIMEOUT`].
     pub fn updater(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(bins::updater());
+        self.updater_via(&[], args, env)
+    }
+
+    /// Like [`updater`](Self::updater), run through a wrapper command
+    /// (`["faketime", "1970-01-01 00:00:00"]`) when `wrapper` is not empty.
+    pub fn updater_via(&self, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bins::updater()),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bins::updater());
+                c
+            }
+        };
         cmd.arg("--config").arg(&self.config_path).args(args);
         cmd.env_remove("UPDATER_TEST_FAILPOINT")
+            .env_remove("UPDATER_TEST_SYNC_LOG")
             .env_remove("JOURNAL_STREAM");
         for (k, v) in env {
             cmd.env(k, v);

@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path};
 
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
-use manifest::{CohortName, Sha256Hex, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+use manifest::{CohortName, Sha256Hex, KEYS_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 
 /// File name of bundles the daemon picks up from `inbox/`.
 pub const EXTENSION: &str = "bundle";
@@ -131,15 +131,21 @@ fn classify(rel: &Path) -> Option<(String, Option<u64>, Option<CohortName>)> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    let [dir, file] = parts.as_slice() else {
-        return None;
-    };
     let manifest_cap = |is_sig: bool| {
         Some(if is_sig {
             MAX_SIGNATURE_BYTES
         } else {
             MAX_MANIFEST_BYTES
         } as u64)
+    };
+    if let [file] = parts.as_slice() {
+        // The root of trust's delegations, at the top of the store.
+        let is_sig = *file != KEYS_PATH;
+        return (file.strip_suffix(SIGNATURE_SUFFIX).unwrap_or(file) == KEYS_PATH)
+            .then(|| (file.to_string(), manifest_cap(is_sig), None));
+    }
+    let [dir, file] = parts.as_slice() else {
+        return None;
     };
     let (stem, is_sig) = match file.strip_suffix(SIGNATURE_SUFFIX) {
         Some(stem) => (stem, true),

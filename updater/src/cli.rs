@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::paths::Paths;
 use crate::run::{Agent, Report, RunError};
 use crate::state::{exit_code, Outcome};
+use crate::trust::TrustConfig;
 
 #[derive(Parser)]
 #[command(
@@ -121,12 +122,12 @@ impl Cli {
                         c.product, c.cohort, c.compatible
                     );
                     println!("device id: {}", c.device_id);
-                    let keys: Vec<String> = c.trusted.key_ids().map(ToString::to_string).collect();
-                    println!(
-                        "keys:      {} (threshold {})",
-                        keys.join(", "),
-                        c.trusted.threshold()
-                    );
+                    let (what, keys) = match &c.trust {
+                        TrustConfig::Static(k) => ("keys:     ", k),
+                        TrustConfig::Root(k) => ("root keys:", k),
+                    };
+                    let ids: Vec<String> = keys.key_ids().map(ToString::to_string).collect();
+                    println!("{what} {} (threshold {})", ids.join(", "), keys.threshold());
                     println!("state dir: {}", c.state_dir.display());
                     0
                 }

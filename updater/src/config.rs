@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use manifest::{CohortName, HardwareId, ProductName, PublicKey, TrustedKeys};
+use manifest::{CohortName, HardwareId, ProductName, TrustedKeys};
 use serde::{Deserialize, Deserializer};
 
+use crate::trust::{load_key_dir, TrustConfig};
 use crate::window::InstallWindow;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,10 @@ struct RawConfig {
     keys_dir: PathBuf,
     #[serde(default = "default_threshold")]
     threshold: usize,
+    /// Pinned root keys: when set, the store's keys.json says who signs what.
+    root_keys_dir: Option<PathBuf>,
+    #[serde(default = "default_threshold")]
+    root_threshold: usize,
     #[serde(default = "default_state_dir")]
     state_dir: PathBuf,
     #[serde(default)]
@@ -316,8 +321,7 @@ pub struct Config {
     pub cohort: CohortName,
     pub compatible: HardwareId,
     pub device_id: String,
-    pub keys_dir: PathBuf,
-    pub trusted: TrustedKeys,
+    pub trust: TrustConfig,
     pub state_dir: PathBuf,
     pub restart: Restart,
     pub health: HealthConfig,
@@ -389,9 +393,21 @@ impl Config {
             return Err(invalid("device_id", "the device id is empty".into()));
         }
 
-        let keys = load_keys(&raw.keys_dir).map_err(|m| invalid("keys_dir", m))?;
-        let trusted =
-            TrustedKeys::new(keys, raw.threshold).map_err(|e| invalid("threshold", e.to_string()))?;
+        let trust = match &raw.root_keys_dir {
+            Some(dir) => {
+                let keys = load_key_dir(dir).map_err(|m| invalid("root_keys_dir", m))?;
+                TrustConfig::Root(
+                    TrustedKeys::new(keys, raw.root_threshold)
+                        .map_err(|e| invalid("root_threshold", e.to_string()))?,
+                )
+            }
+            None => {
+                let keys = load_key_dir(&raw.keys_dir).map_err(|m| invalid("keys_dir", m))?;
+                TrustConfig::Static(
+                    TrustedKeys::new(keys, raw.threshold).map_err(|e| invalid("threshold", e.to_string()))?,
+                )
+            }
+        };
 
         if raw.restart.command.is_empty() {
             return Err(invalid("restart.command", "must name a program".into()));
@@ -472,8 +488,7 @@ impl Config {
             cohort: raw.cohort,
             compatible: raw.compatible,
             device_id,
-            keys_dir: raw.keys_dir,
-            trusted,
+            trust,
             state_dir: raw.state_dir,
             restart: raw.restart,
             health: raw.health,
@@ -487,22 +502,6 @@ impl Config {
             report,
         })
     }
-}
-
-fn load_keys(dir: &Path) -> Result<Vec<PublicKey>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut keys = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-        if path.extension().is_some_and(|e| e == "pub") {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            keys.push(PublicKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
-        }
-    }
-    if keys.is_empty() {
-        return Err(format!("no *.pub key in {}", dir.display()));
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! One module per concern: `config` (updater.toml), `paths` (every file,
 //! from the state dir), `state` (the durable state machine), `durable`
 //! (atomic writes, the symlink flip), `lock`, `clock`, `fetch` (network
-//! seam), `bundle` (offline bundles, read as a `file://` store), `policy`
+//! seam), `trust` (root keys and keys.json), `bundle` (offline bundles, read as a `file://` store), `policy`
 //! (pure decisions), `stage` + `unpack` (downloads and safe
 //! unpacking), `health`, `process` (running programs), `window`, `history`, `inbox` (the daemon's bundle drop),
 //! `run` (the orchestration), `status`, `logging`, `cli`.
@@ -29,5 +29,6 @@ pub mod run;
 pub mod stage;
 pub mod state;
 pub mod status;
+pub mod trust;
 pub mod unpack;
 pub mod window;

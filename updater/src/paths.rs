@@ -25,6 +25,10 @@ impl Paths {
     pub fn time_floor(&self) -> PathBuf {
         self.root.join("time_floor")
     }
+    /// The accepted `keys.json` (root-of-trust mode), see `trust`.
+    pub fn trust(&self) -> PathBuf {
+        self.root.join("trust.json")
+    }
     pub fn last_check(&self) -> PathBuf {
         self.root.join("last_check.json")
     }

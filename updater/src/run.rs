@@ -19,7 +19,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use manifest::store::{cohort_path, release_path, signature_path};
-use manifest::{CohortManifest, Health, ReleaseManifest, Sha256Hex, Verified, Version};
+use manifest::KEYS_PATH;
+use manifest::{
+    Anchor, CohortManifest, Health, KeyRing, ReleaseManifest, Sha256Hex, Timestamp, Verified, Version,
+};
 use manifest::{MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 
 use crate::bundle::BundleError;
@@ -38,6 +41,7 @@ use crate::stage::{StageError, Stager};
 use crate::state::{
     Accepted, InFlight, Installed, LastCheck, Outcome, Phase, Slot, SlotInfo, State, StateError,
 };
+use crate::trust::{self, ActiveKeys, TrustConfig};
 use crate::window;
 
 /// What a run concluded, for the exit code, the log line and `status`.
@@ -338,7 +342,7 @@ impl Agent {
         dry_run: bool,
         servers: &[String],
     ) -> Result<Report, RunError> {
-        let (cohort, transport) = match self.fetch_cohort(state, dry_run, servers).await {
+        let (cohort, transport, keys) = match self.fetch_cohort(state, dry_run, servers).await {
             Ok(v) => v,
             Err(CohortError::Offline(r)) => return Ok(Report::new(Outcome::Offline, None, r).at("fetch")),
             Err(CohortError::Refused(r)) => return Ok(Report::new(Outcome::Refused, None, r).at("verify")),
@@ -386,7 +390,10 @@ impl Agent {
             Decision::Install(_) => {}
         }
 
-        let release = match self.fetch_release(&transport, &cohort).await {
+        let release = match self
+            .fetch_release(&transport, &cohort, &keys, state.time_floor)
+            .await
+        {
             Ok(r) => r,
             Err(CohortError::Offline(r)) => {
                 return Ok(Report::new(Outcome::Offline, Some(&target), r).at("fetch"))
@@ -493,7 +500,7 @@ impl Agent {
         state: &mut State,
         dry_run: bool,
         servers: &[String],
-    ) -> Result<(Verified<CohortManifest>, Transport), CohortError> {
+    ) -> Result<(Verified<CohortManifest>, Transport, ActiveKeys), CohortError> {
         let cohort = &self.config.cohort;
         let rel = cohort_path(cohort);
         let cached = (
@@ -511,6 +518,13 @@ impl Agent {
         let mut last_error = String::from("no server configured");
         for server in servers {
             let transport = Transport::new(server, &self.config.network).map_err(CohortError::Failed)?;
+            let keys = match self.refresh_keys(&transport, state.time_floor, dry_run).await {
+                Err(CohortError::Offline(e)) => {
+                    last_error = e;
+                    continue;
+                }
+                other => other?,
+            };
             let fetched = self.fetch_pair(&transport, &rel, etag.as_deref()).await;
             let (bytes, sig, new_etag) = match fetched {
                 Ok(Some((b, s, e))) => (b, s, e),
@@ -536,9 +550,9 @@ impl Agent {
                 }
                 Err(e) => return Err(CohortError::Failed(e.to_string())),
             };
-            let verified = self
-                .config
-                .trusted
+            let verified = keys
+                .ops(state.time_floor)
+                .map_err(|e| CohortError::Refused(e.to_string()))?
                 .verify_cohort(&rel, &bytes, &sig)
                 .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
             let sha = verified.sha256();
@@ -567,11 +581,69 @@ impl Agent {
                         .and_then(|_| write_atomic(&cached.2, etag.as_bytes()));
                 }
             }
-            return Ok((verified, transport));
+            return Ok((verified, transport, keys));
         }
         Err(CohortError::Offline(format!(
             "cannot reach any server: {last_error}"
         )))
+    }
+
+    /// The keys in force for this run. With pinned root keys, ask the store
+    /// for `keys.json` (conditionally: a 304 when nothing changed), verify a
+    /// new one against what this device trusts now, and keep it.
+    async fn refresh_keys(
+        &self,
+        transport: &Transport,
+        floor: Timestamp,
+        dry_run: bool,
+    ) -> Result<ActiveKeys, CohortError> {
+        let roots = match &self.config.trust {
+            TrustConfig::Static(keys) => return Ok(ActiveKeys::Static(keys.clone())),
+            TrustConfig::Root(roots) => roots,
+        };
+        let trusted = trust::load(&self.paths).map_err(CohortError::Failed)?;
+        let etag = trusted.as_ref().and_then(|t| t.etag.as_deref());
+        let (bytes, sig, etag) = match self.fetch_pair(transport, KEYS_PATH, etag).await {
+            Ok(Some(pair)) => pair,
+            // Unchanged, or a store (an old bundle, a mirror) without it:
+            // what this device accepted before stays in force.
+            Ok(None) | Err(FetchError::NotFound { .. }) if trusted.is_some() => {
+                return Ok(ActiveKeys::Ring(trusted.expect("checked").ring))
+            }
+            Ok(None) => {
+                return Err(CohortError::Failed(format!(
+                    "{}: answered 304 Not Modified to an unconditional request",
+                    transport.url(KEYS_PATH)
+                )))
+            }
+            Err(FetchError::NotFound { url }) => {
+                return Err(CohortError::Failed(format!(
+                    "{url} does not exist: this device pins root keys (root_keys_dir in {}) and needs the store's keys.json; create it with `manifest-builder keys init`",
+                    self.config.source.display()
+                )))
+            }
+            Err(e) if e.is_transient() => return Err(CohortError::Offline(e.to_string())),
+            Err(e) => return Err(CohortError::Failed(e.to_string())),
+        };
+        let anchor = match &trusted {
+            Some(t) => Anchor::Ring(&t.ring),
+            None => Anchor::Pinned(roots),
+        };
+        let ring = KeyRing::verify(anchor, &bytes, &sig, floor)
+            .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
+        let previous = trusted.as_ref().map(|t| (t.ring.sha256(), t.etag.clone()));
+        if !dry_run && previous != Some((ring.sha256(), etag.clone())) {
+            trust::store(&self.paths, &bytes, &sig, etag.as_deref()).map_err(CohortError::Failed)?;
+            if previous.is_none_or(|(sha, _)| sha != ring.sha256()) {
+                log::info!(
+                    "keys.json version {} accepted (expires {}, {} revoked key(s))",
+                    ring.version(),
+                    ring.expires_at(),
+                    ring.revoked().len()
+                );
+            }
+        }
+        Ok(ActiveKeys::Ring(ring))
     }
 
     /// Fetch a manifest and its signature as a pair: the signature is
@@ -627,6 +699,8 @@ impl Agent {
         &self,
         transport: &Transport,
         cohort: &CohortManifest,
+        keys: &ActiveKeys,
+        floor: Timestamp,
     ) -> Result<ReleaseManifest, CohortError> {
         let target = &cohort.target;
         let rel = release_path(&target.version);
@@ -662,9 +736,9 @@ impl Agent {
             Small::Body { bytes, .. } => bytes,
             Small::NotModified => unreachable!("no If-None-Match sent"),
         };
-        let release = self
-            .config
-            .trusted
+        let release = keys
+            .release(floor)
+            .map_err(|e| CohortError::Refused(e.to_string()))?
             .verify_release(&rel, &bytes, &sig)
             .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
         policy::check_release(

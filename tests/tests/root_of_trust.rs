@@ -1,0 +1,237 @@
+//! Root of trust with rotation (issue 6; DESIGN: Root of trust): a device
+//! pins two root keys (threshold 2); the store's keys.json delegates cohort
+//! manifests to an `ops` key and release manifests to a `release` key.
+//! Rotations made with `manifest-builder keys` are in force on the device's
+//! next poll; a revoked key's signatures are refused; an old keys.json
+//! cannot be replayed. The server serves whatever is on disk, as a
+//! compromised mirror would: the device is the one that must refuse.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use e2e_tests::device::reason;
+use e2e_tests::{outcome, App, Device, Fleet};
+
+struct Keys {
+    root: [(PathBuf, PathBuf); 2],
+    release: (PathBuf, PathBuf),
+    ops: (PathBuf, PathBuf),
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Root keys r1, r2 (both needed), release key rel1, ops key ops1, and a
+/// keys.json version 1 in the store.
+fn root_of_trust(fleet: &Fleet) -> Keys {
+    let st = &fleet.store;
+    let keys = Keys {
+        root: [st.keygen("keys/root1"), st.keygen("keys/root2")],
+        release: st.keygen("keys/release1"),
+        ops: st.keygen("keys/ops1"),
+    };
+    let out = st.builder_ok(&[
+        "keys",
+        "init",
+        "--store",
+        &s(&st.store),
+        "--root",
+        &s(&keys.root[0].1),
+        "--root",
+        &s(&keys.root[1].1),
+        "--root-threshold",
+        "2",
+        "--release",
+        &s(&keys.release.1),
+        "--ops",
+        &s(&keys.ops.1),
+        "--sign",
+        &s(&keys.root[0].0),
+        "--sign",
+        &s(&keys.root[1].0),
+    ]);
+    assert!(out.contains("keys.json version 1"), "{out}");
+    keys
+}
+
+/// A device pinning the two root keys, nothing in keys_dir it could use.
+fn device(fleet: &Fleet, keys: &Keys) -> Device {
+    let roots = fleet.store.root().join("device-root-keys");
+    fs::create_dir_all(&roots).unwrap();
+    for (i, (_, public)) in keys.root.iter().enumerate() {
+        fs::copy(public, roots.join(format!("root{i}.pub"))).unwrap();
+    }
+    fleet.device_with(|c| c.root_keys = Some((roots, 2)))
+}
+
+fn publish(fleet: &mut Fleet, version: &str, release_key: &Path) {
+    fleet.store.key = release_key.to_path_buf();
+    fleet.store.publish(version, App::Good);
+}
+
+fn promote(fleet: &mut Fleet, version: &str, ops_key: &Path) {
+    fleet.store.key = ops_key.to_path_buf();
+    fleet.promote("stable", version);
+}
+
+fn keys_cmd(fleet: &Fleet, args: &[&str], signers: &[&Path]) -> e2e_tests::Run {
+    let store = s(&fleet.store.store);
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--store".into(), store]);
+    for k in signers {
+        all.extend(["--sign".into(), s(k)]);
+    }
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    fleet.store.builder(&all)
+}
+
+/// What a refusal must leave untouched.
+fn snapshot(device: &Device) -> (Option<String>, Vec<u8>, Vec<u8>) {
+    (
+        device.current(),
+        fs::read(device.state_dir.join("state.json")).unwrap(),
+        fs::read(device.state_dir.join("trust.json")).unwrap(),
+    )
+}
+
+fn assert_refused(device: &Device, before: &(Option<String>, Vec<u8>, Vec<u8>), words: &[&str]) {
+    let run = device.check();
+    run.expect_code(14);
+    let status = device.status_json();
+    assert_eq!(outcome(&status), "refused", "{status:#}");
+    let why = reason(&status);
+    assert!(
+        words.iter().all(|w| why.contains(&w.to_lowercase())),
+        "the reason {why:?} does not mention all of {words:?}"
+    );
+    assert_eq!(&snapshot(device), before, "a refused run changed the device");
+}
+
+#[test]
+fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
+    let mut fleet = Fleet::unverified();
+    let keys = root_of_trust(&fleet);
+    publish(&mut fleet, "1.0.0", &keys.release.0);
+    promote(&mut fleet, "1.0.0", &keys.ops.0);
+    fleet.server.wait_serving("keys.json");
+    let device = device(&fleet, &keys);
+
+    device.check().expect_code(10);
+    device.wait_app_version("1.0.0");
+    let trust: serde_json::Value =
+        serde_json::from_slice(&fs::read(device.state_dir.join("trust.json")).unwrap()).unwrap();
+    assert!(trust["keys_json"].as_str().unwrap().contains("\"version\": 1"), "{trust:#}");
+    // Idle: keys.json and the cohort manifest both answer 304.
+    device.check().expect_code(0);
+
+    // The release key may not sign cohort manifests (roles are separate),
+    // and root keys sign only keys.json.
+    let keys_v1 = (
+        fs::read(fleet.store.store.join("keys.json")).unwrap(),
+        fs::read(fleet.store.store.join("keys.json.minisig")).unwrap(),
+    );
+    publish(&mut fleet, "2.0.0", &keys.release.0);
+    promote(&mut fleet, "2.0.0", &keys.release.0);
+    let before = snapshot(&device);
+    assert_refused(&device, &before, &["cohorts/stable.json", "untrusted key"]);
+    promote(&mut fleet, "2.0.0", &keys.root[0].0);
+    assert_refused(&device, &before, &["untrusted key"]);
+
+    // Rotation: ops1 -> ops2. One root signature is not enough, and the
+    // builder writes nothing then.
+    let ops2 = fleet.store.keygen("keys/ops2");
+    let ops1_id = fs::read_to_string(&keys.ops.1).unwrap();
+    let ops1_id = ops1_id.split_whitespace().nth(5).unwrap().to_string();
+    let rotate = |signers: &[&Path]| {
+        keys_cmd(
+            &fleet,
+            &["keys", "rotate", "--add-ops", &s(&ops2.1), "--remove-ops", &ops1_id],
+            signers,
+        )
+    };
+    let run = rotate(&[&keys.root[0].0]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("1 of 2 required"), "{}", run.stderr);
+    assert_eq!(fs::read(fleet.store.store.join("keys.json")).unwrap(), keys_v1.0);
+    rotate(&[&keys.root[0].0, &keys.root[1].0]).expect_code(0);
+    fleet.server.wait_serving("keys.json");
+    promote(&mut fleet, "2.0.0", &ops2.0);
+    // The next poll takes keys.json version 2 and installs 2.0.0.
+    device.check().expect_code(10);
+    device.wait_app_version("2.0.0");
+
+    // ops1 is no longer delegated: its cohort manifests are refused now.
+    publish(&mut fleet, "3.0.0", &keys.release.0);
+    promote(&mut fleet, "3.0.0", &keys.ops.0);
+    let before = snapshot(&device);
+    assert_refused(&device, &before, &["untrusted key", &ops1_id]);
+
+    // ops2 is compromised: revoke it, delegate to ops3.
+    let ops3 = fleet.store.keygen("keys/ops3");
+    keys_cmd(
+        &fleet,
+        &["keys", "revoke", "--key", &s(&ops2.1), "--add-ops", &s(&ops3.1)],
+        &[&keys.root[0].0, &keys.root[1].0],
+    )
+    .expect_code(0);
+    fleet.server.wait_serving("keys.json");
+    // The attacker's manifest, signed with the revoked key, is refused...
+    promote(&mut fleet, "3.0.0", &ops2.0);
+    let before_revocation = snapshot(&device);
+    let run = device.check();
+    run.expect_code(14);
+    let why = reason(&device.status_json());
+    assert!(why.contains("untrusted key"), "{why}");
+    let trust: serde_json::Value =
+        serde_json::from_slice(&fs::read(device.state_dir.join("trust.json")).unwrap()).unwrap();
+    assert!(trust["keys_json"].as_str().unwrap().contains("\"version\": 3"), "{trust:#}");
+    assert_eq!(device.current(), before_revocation.0);
+    assert_eq!(
+        fs::read(device.state_dir.join("state.json")).unwrap(),
+        before_revocation.1
+    );
+
+    // ...and so is the old keys.json that still delegated to ops1 (replay).
+    fs::write(fleet.store.store.join("keys.json"), &keys_v1.0).unwrap();
+    fs::write(fleet.store.store.join("keys.json.minisig"), &keys_v1.1).unwrap();
+    fleet.server.wait_serving("keys.json");
+    promote(&mut fleet, "3.0.0", &keys.ops.0);
+    let before = snapshot(&device);
+    assert_refused(&device, &before, &["keys.json"]);
+    device.wait_app_version("2.0.0");
+
+    // The real keys.json back and ops3 signing: the device moves on.
+    keys_cmd(&fleet, &["keys", "show"], &[]).expect_code(0);
+    let out = keys_cmd(
+        &fleet,
+        &["keys", "rotate", "--expires", "30d"],
+        &[&keys.root[0].0, &keys.root[1].0],
+    );
+    // The store holds version 1 again (the replay above), so a rotation
+    // from it is version 2: the device, at version 3, refuses it too.
+    out.expect_code(0);
+    fleet.server.wait_serving("keys.json");
+    let before = snapshot(&device);
+    assert_refused(&device, &before, &["keys.json", "not newer"]);
+}
+
+#[test]
+fn a_device_pinning_roots_refuses_a_store_without_keys_json() {
+    let fleet = Fleet::unverified();
+    let st = &fleet.store;
+    let roots = st.root().join("device-root-keys");
+    fs::create_dir_all(&roots).unwrap();
+    fs::copy(&st.public_key, roots.join("root.pub")).unwrap();
+    st.publish("1.0.0", App::Good);
+    fleet.promote("stable", "1.0.0");
+    // The dev key signed the manifests; as a pinned root it still signs
+    // nothing but keys.json, and there is none.
+    let device = fleet.device_with(|c| c.root_keys = Some((roots, 1)));
+    let run = device.check();
+    run.expect_code(1);
+    let why = reason(&device.status_json());
+    assert!(why.contains("keys.json does not exist"), "{why}");
+    assert!(why.contains("keys init"), "{why}");
+    assert_eq!(device.current(), None);
+}
