@@ -5,7 +5,8 @@
 //! cohorts/<cohort>.json            cohorts/<cohort>.json.minisig
 //! releases/<version>.json          releases/<version>.json.minisig
 //! artifacts/<sha256>               (one per component, already compressed)
-//! keys.json  keys.json.minisig     (when the store has a root of trust)
+//! keys.json  keys.json.minisig     (when the store has a root of trust,
+//! keys/<n>.json[.minisig]            with its history)
 //! ```
 //!
 //! `bundle` packages what is already signed and verifies nothing new: the
@@ -21,7 +22,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use manifest::store::{artifact_path, cohort_path, release_path, signature_path};
-use manifest::{CohortManifest, CohortName, ReleaseManifest, KEYS_PATH};
+use manifest::{CohortManifest, CohortName, ReleaseManifest, KEYS_HISTORY_DIR, KEYS_PATH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::PUBLIC_FILE_MODE;
@@ -69,6 +70,15 @@ pub fn bundle(store_dir: &Path, cohort: &CohortName, out: &Path) -> Result<Bundl
     // rotation can verify the manifests signed with the new keys.
     if store.path(KEYS_PATH).exists() {
         files.extend([KEYS_PATH.to_string(), signature_path(KEYS_PATH)]);
+        // And its history, for a device offline through a root rotation.
+        for name in store
+            .files(KEYS_HISTORY_DIR)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+        {
+            files.push(format!("{KEYS_HISTORY_DIR}/{name}"));
+        }
     }
     files.extend([
         cohort_rel.clone(),

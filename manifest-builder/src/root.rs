@@ -12,11 +12,12 @@ use clap::{Args, Subcommand};
 use manifest::document::to_pretty_bytes;
 use manifest::keys::{parse_key_id, Role};
 use manifest::{
-    Anchor, KeyId, KeyRing, KeysDocument, PublicKey, SecretKey, Timestamp, TrustedKeys, KEYS_PATH,
+    keys_history_path, Anchor, KeyId, KeyRing, KeysDocument, PublicKey, SecretKey, Timestamp, TrustedKeys,
+    KEYS_HISTORY_DIR, KEYS_PATH,
 };
 
 use crate::cli::{load_keys, parse_duration};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::keys::load_public_key;
 use crate::store::{sign_with, Store};
 
@@ -178,11 +179,16 @@ fn write(
 ) -> Result<()> {
     let bytes = to_pretty_bytes(doc);
     let sig = sign_with(signers, &bytes, KEYS_PATH, now)?;
-    KeyRing::verify(anchor, &bytes, sig.as_bytes(), now).map_err(|e| {
+    KeyRing::verify(anchor, &bytes, sig.as_bytes()).map_err(|e| {
         Error::Refused(format!(
             "{e}\nnothing was written: sign with enough root keys (--sign, repeatable)"
         ))
     })?;
+    // The history first (immutable, what devices that missed a rotation
+    // step through), then the current document.
+    let history = keys_history_path(doc.version);
+    std::fs::create_dir_all(store.path(KEYS_HISTORY_DIR)).at(store.path(KEYS_HISTORY_DIR))?;
+    store.write_signed(&history, &bytes, &sig)?;
     store.write_signed(KEYS_PATH, &bytes, &sig)
 }
 

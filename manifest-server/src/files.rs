@@ -38,7 +38,7 @@ use http::header::{IF_MATCH, IF_NONE_MATCH, IF_RANGE, RANGE};
 use http::HeaderMap;
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
 use manifest::Sha256Hex;
-use manifest::KEYS_PATH;
+use manifest::{KEYS_HISTORY_DIR, KEYS_PATH};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
@@ -97,7 +97,7 @@ pub fn classify(raw: &str) -> Option<Target<'_>> {
             name.parse::<Sha256Hex>().ok()?;
             Some(Target::Artifact { name })
         }
-        COHORTS_DIR | RELEASES_DIR => {
+        COHORTS_DIR | RELEASES_DIR | KEYS_HISTORY_DIR => {
             let (path, signature) = match rel.strip_suffix(SIGNATURE_SUFFIX) {
                 Some(manifest) => (manifest, true),
                 None => (rel, false),

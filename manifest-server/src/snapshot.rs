@@ -39,8 +39,8 @@ use std::time::{Duration, SystemTime};
 use axum::body::Bytes;
 use http::HeaderValue;
 use manifest::store::{COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
+use manifest::{keys_history_path, KeysDocument, KEYS_HISTORY_DIR, KEYS_PATH};
 use manifest::{CohortName, TrustedKeys, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
-use manifest::{KeysDocument, KEYS_PATH};
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
@@ -371,9 +371,11 @@ impl Loader {
         if self.root.join(KEYS_PATH).exists() || current.pairs.contains_key(KEYS_PATH) {
             out.push(KEYS_PATH.to_string());
         }
-        for dir in [COHORTS_DIR, RELEASES_DIR] {
+        for dir in [COHORTS_DIR, RELEASES_DIR, KEYS_HISTORY_DIR] {
             let entries = match std::fs::read_dir(self.root.join(dir)) {
                 Ok(entries) => entries,
+                // A store without a root of trust has no keys/ history.
+                Err(e) if dir == KEYS_HISTORY_DIR && e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     // Its manifests are judged one by one below: kept while
                     // they cannot be read, unserved once they are gone.
@@ -395,16 +397,17 @@ impl Loader {
                 }
                 let valid = match dir {
                     COHORTS_DIR => CohortName::new(stem).is_ok(),
+                    KEYS_HISTORY_DIR => stem.parse::<u64>().is_ok_and(|v| v.to_string() == stem),
                     _ => manifest::parse_version(stem).is_ok(),
                 };
                 let path = format!("{dir}/{name}");
                 if valid {
                     out.push(path);
                 } else if self.ignored.insert(path.clone()) {
-                    let what = if dir == COHORTS_DIR {
-                        "a cohort name"
-                    } else {
-                        "a version"
+                    let what = match dir {
+                        COHORTS_DIR => "a cohort name",
+                        KEYS_HISTORY_DIR => "a keys.json version number",
+                        _ => "a version",
                     };
                     log::warn!("{path}: not served: {stem:?} is not {what}");
                 }
@@ -436,7 +439,7 @@ impl Loader {
             .split_once('/')
             .and_then(|(_, name)| name.strip_suffix(".json"))
             .unwrap_or_default();
-        let sequence = if path == KEYS_PATH {
+        let sequence = if path == KEYS_PATH || path.starts_with(&format!("{KEYS_HISTORY_DIR}/")) {
             // Devices check the chain from their own trusted keys.json; here
             // it is enough that trusted keys (give the root keys in --keys)
             // signed a well-formed document.
@@ -444,6 +447,9 @@ impl Loader {
                 .verify_bytes(path, manifest, signature)
                 .map_err(|e| e.to_string())?;
             let doc = KeysDocument::parse(manifest).map_err(|e| e.to_string())?;
+            if path != KEYS_PATH && path != keys_history_path(doc.version) {
+                return Err(format!("{path}: the document is version {}", doc.version));
+            }
             if let Some(prev) = served.and_then(|p| p.sequence) {
                 if doc.version < prev {
                     return Err(format!(

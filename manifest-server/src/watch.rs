@@ -14,11 +14,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use manifest::store::{COHORTS_DIR, RELEASES_DIR};
+use manifest::KEYS_HISTORY_DIR;
 use notify::event::{AccessKind, EventKind};
 use notify::{RecursiveMode, Watcher as _};
 
@@ -43,7 +44,7 @@ pub enum WatchError {
 
 /// Keeps the watch and the reload thread alive; dropping it stops both.
 pub struct StoreWatcher {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Arc<Mutex<notify::RecommendedWatcher>>,
     stop: Arc<AtomicBool>,
     wake: SyncSender<()>,
 }
@@ -76,13 +77,23 @@ impl StoreWatcher {
                 .watch(&root.join(dir), RecursiveMode::NonRecursive)
                 .map_err(|source| WatchError::Dir { dir, source })?;
         }
+        // keys/ (the root of trust's history) may appear after start
+        // (`keys init`): the top-level watch sees it created, and the
+        // reload thread then watches it too.
+        let keys_dir = root.join(KEYS_HISTORY_DIR);
+        let watcher = Arc::new(Mutex::new(watcher));
+        let keys_watch = KeysWatch {
+            watcher: watcher.clone(),
+            dir: keys_dir,
+            watching: false,
+        };
         loader.reload();
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         thread::Builder::new()
             .name("store-reload".into())
-            .spawn(move || reload_loop(loader, events, &thread_stop))
+            .spawn(move || reload_loop(loader, keys_watch, events, &thread_stop))
             .expect("spawning a thread only fails when the system is out of resources");
         Ok(Self {
             _watcher: watcher,
@@ -99,7 +110,24 @@ impl Drop for StoreWatcher {
     }
 }
 
-fn reload_loop(mut loader: Loader, events: mpsc::Receiver<()>, stop: &AtomicBool) {
+/// The watch on `keys/`, added once the directory exists.
+struct KeysWatch {
+    watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+    dir: std::path::PathBuf,
+    watching: bool,
+}
+
+impl KeysWatch {
+    fn ensure(&mut self) {
+        if !self.watching && self.dir.is_dir() {
+            let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+            self.watching = w.watch(&self.dir, RecursiveMode::NonRecursive).is_ok();
+        }
+    }
+}
+
+fn reload_loop(mut loader: Loader, mut keys: KeysWatch, events: mpsc::Receiver<()>, stop: &AtomicBool) {
+    keys.ensure();
     loop {
         match events.recv_timeout(PERIODIC) {
             Ok(()) => {
@@ -121,6 +149,7 @@ fn reload_loop(mut loader: Loader, events: mpsc::Receiver<()>, stop: &AtomicBool
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        keys.ensure();
         loader.reload();
     }
 }

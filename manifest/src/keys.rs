@@ -25,8 +25,16 @@ use crate::names::Sha256Hex;
 use crate::time::Timestamp;
 use crate::verify::{TrustError, TrustedKeys, VerifyError};
 
-/// Where the document lives in a store.
+/// Where the current document lives in a store.
 pub const KEYS_PATH: &str = "keys.json";
+/// Every version ever published, `keys/<version>.json` (immutable): a
+/// device that missed a root rotation walks this chain from the version it
+/// trusts (TUF's root history).
+pub const KEYS_HISTORY_DIR: &str = "keys";
+
+pub fn keys_history_path(version: u64) -> String {
+    format!("{KEYS_HISTORY_DIR}/{version}.json")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -202,6 +210,7 @@ pub struct KeyRing {
 }
 
 /// What a verifier trusts before (or instead of) a `keys.json`.
+#[derive(Clone, Copy)]
 pub enum Anchor<'a> {
     /// The root keys pinned on the device: the first `keys.json` must be
     /// signed by a threshold of them.
@@ -211,16 +220,23 @@ pub enum Anchor<'a> {
     Ring(&'a KeyRing),
 }
 
+impl Anchor<'_> {
+    /// The `keys.json` version trusted so far (0: only pinned roots).
+    pub fn version(&self) -> u64 {
+        match self {
+            Anchor::Pinned(_) => 0,
+            Anchor::Ring(r) => r.version,
+        }
+    }
+}
+
 impl KeyRing {
     /// Verify `bytes` (a `keys.json`) and its signature file against
-    /// `anchor`, at time `floor`. The same document as the anchor's is
-    /// returned as is (no newer version needed to re-read it).
-    pub fn verify(
-        anchor: Anchor<'_>,
-        bytes: &[u8],
-        sig: &[u8],
-        floor: Timestamp,
-    ) -> Result<KeyRing, KeysError> {
+    /// `anchor`. The same document as the anchor's is returned as is (no
+    /// newer version needed to re-read it). Expiry is the caller's to judge
+    /// ([`KeyRing::check_expiry`]): a link in the history chain may have
+    /// expired long ago and still be a valid step.
+    pub fn verify(anchor: Anchor<'_>, bytes: &[u8], sig: &[u8]) -> Result<KeyRing, KeysError> {
         let current_root = match &anchor {
             Anchor::Pinned(keys) => *keys,
             Anchor::Ring(ring) => &ring.root,
@@ -254,12 +270,6 @@ impl KeyRing {
         }
         // The new roots are held: a threshold of them signed too.
         ring.root.verify_bytes(KEYS_PATH, bytes, sig)?;
-        if ring.expires_at <= floor {
-            return Err(KeysError::Expired {
-                expires_at: ring.expires_at,
-                floor,
-            });
-        }
         Ok(ring)
     }
 
@@ -300,7 +310,8 @@ impl KeyRing {
         Ok(&self.release)
     }
 
-    fn check_expiry(&self, floor: Timestamp) -> Result<(), KeysError> {
+    /// An expired ring signs nothing: a frozen store shows.
+    pub fn check_expiry(&self, floor: Timestamp) -> Result<(), KeysError> {
         if self.expires_at <= floor {
             return Err(KeysError::Expired {
                 expires_at: self.expires_at,
@@ -381,40 +392,40 @@ mod tests {
         let k = keys(3);
         let d = doc(&k, 1, 2);
         let (bytes, sig) = signed(&d, &[&k.root[0], &k.root[2]]);
-        let ring = KeyRing::verify(Anchor::Pinned(&pinned(&k, 2)), &bytes, &sig, NOW).unwrap();
+        let ring = KeyRing::verify(Anchor::Pinned(&pinned(&k, 2)), &bytes, &sig).unwrap();
         assert_eq!(ring.version(), 1);
         assert!(ring.ops(NOW).unwrap().key_ids().any(|id| *id == k.ops.id));
         // One root signature, twice, is still one.
         let (bytes, sig) = signed(&d, &[&k.root[0], &k.root[0]]);
-        let err = KeyRing::verify(Anchor::Pinned(&pinned(&k, 2)), &bytes, &sig, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Pinned(&pinned(&k, 2)), &bytes, &sig).unwrap_err();
         assert!(err.to_string().contains("1 of 2 required"), "{err}");
         // The ops key cannot sign keys.json.
         let (bytes, sig) = signed(&d, &[&k.ops, &k.release]);
-        assert!(KeyRing::verify(Anchor::Pinned(&pinned(&k, 1)), &bytes, &sig, NOW).is_err());
+        assert!(KeyRing::verify(Anchor::Pinned(&pinned(&k, 1)), &bytes, &sig).is_err());
     }
 
     #[test]
     fn rotation_chains_from_the_current_roots_and_needs_the_new_ones_too() {
         let old = keys(2);
         let (b1, s1) = signed(&doc(&old, 1, 2), &[&old.root[0], &old.root[1]]);
-        let ring1 = KeyRing::verify(Anchor::Pinned(&pinned(&old, 2)), &b1, &s1, NOW).unwrap();
+        let ring1 = KeyRing::verify(Anchor::Pinned(&pinned(&old, 2)), &b1, &s1).unwrap();
 
         let new = keys(2);
         let d2 = doc(&new, 2, 2);
         // Signed by the old roots only: the new roots are not proven held.
         let (b2, s2) = signed(&d2, &[&old.root[0], &old.root[1]]);
-        let err = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2).unwrap_err();
         assert!(err.to_string().contains("0 of 2"), "{err}");
         // Signed by the new roots only: no chain from what the device trusts.
         let (b2, s2) = signed(&d2, &[&new.root[0], &new.root[1]]);
-        assert!(KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2, NOW).is_err());
+        assert!(KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2).is_err());
         // Both: accepted, and the old ops key no longer signs cohorts.
         let all: Vec<&SecretKey> = old.root.iter().chain(new.root.iter()).collect();
         let (b2, s2) = signed(&d2, &all);
-        let ring2 = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2, NOW).unwrap();
+        let ring2 = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2).unwrap();
         assert!(!ring2.ops(NOW).unwrap().key_ids().any(|id| *id == old.ops.id));
         // And version 1 cannot come back.
-        let err = KeyRing::verify(Anchor::Ring(&ring2), &b1, &s1, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Ring(&ring2), &b1, &s1).unwrap_err();
         assert!(
             err.to_string().contains("0 of 2") || err.to_string().contains("not newer"),
             "{err}"
@@ -425,18 +436,18 @@ mod tests {
     fn replay_same_version_expiry_and_revocation() {
         let k = keys(1);
         let (b1, s1) = signed(&doc(&k, 1, 1), &[&k.root[0]]);
-        let ring1 = KeyRing::verify(Anchor::Pinned(&pinned(&k, 1)), &b1, &s1, NOW).unwrap();
+        let ring1 = KeyRing::verify(Anchor::Pinned(&pinned(&k, 1)), &b1, &s1).unwrap();
         // The same bytes again: fine.
-        KeyRing::verify(Anchor::Ring(&ring1), &b1, &s1, NOW).unwrap();
+        KeyRing::verify(Anchor::Ring(&ring1), &b1, &s1).unwrap();
         // Same version, other bytes.
         let mut d = doc(&k, 1, 1);
         d.expires_at = Timestamp::from_unix(1500 * DAY);
         let (b, s) = signed(&d, &[&k.root[0]]);
-        let err = KeyRing::verify(Anchor::Ring(&ring1), &b, &s, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Ring(&ring1), &b, &s).unwrap_err();
         assert!(matches!(err, KeysError::SameVersionOtherBytes { .. }), "{err}");
         // Expired against the floor, and an expired ring signs nothing.
         let late = Timestamp::from_unix(1401 * DAY);
-        let err = KeyRing::verify(Anchor::Pinned(&pinned(&k, 1)), &b1, &s1, late).unwrap_err();
+        let err = ring1.check_expiry(late).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
         assert!(ring1.ops(late).is_err());
         // Revoking the ops key: it may not stay listed, and stays revoked
@@ -444,17 +455,45 @@ mod tests {
         let mut d2 = doc(&k, 2, 1);
         d2.revoked = vec![k.ops.id.to_string()];
         let (b, s) = signed(&d2, &[&k.root[0]]);
-        let err = KeyRing::verify(Anchor::Ring(&ring1), &b, &s, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Ring(&ring1), &b, &s).unwrap_err();
         assert!(matches!(err, KeysError::RevokedListed { .. }), "{err}");
         let other = SecretKey::generate();
         d2.ops = Role::new(&[other.public_key()], 1);
         let (b2, s2) = signed(&d2, &[&k.root[0]]);
-        let ring2 = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2, NOW).unwrap();
+        let ring2 = KeyRing::verify(Anchor::Ring(&ring1), &b2, &s2).unwrap();
         let mut d3 = doc(&k, 3, 1);
         d3.revoked.clear();
         let (b3, s3) = signed(&d3, &[&k.root[0]]);
-        let err = KeyRing::verify(Anchor::Ring(&ring2), &b3, &s3, NOW).unwrap_err();
+        let err = KeyRing::verify(Anchor::Ring(&ring2), &b3, &s3).unwrap_err();
         assert!(matches!(err, KeysError::RevokedListed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_device_that_missed_root_rotations_walks_the_history() {
+        // v1 roots A B, v2 roots B C, v3 roots C D; each step signed by the
+        // previous roots and its own.
+        let (a, b, c, d) = (keys(1), keys(1), keys(1), keys(1));
+        let with_roots = |version, roots: [&Keys; 2]| {
+            let mut doc = doc(roots[0], version, 2);
+            doc.root = Role::new(&[roots[0].root[0].public_key(), roots[1].root[0].public_key()], 2);
+            doc
+        };
+        let (b1, s1) = signed(&with_roots(1, [&a, &b]), &[&a.root[0], &b.root[0]]);
+        let (b2, s2) = signed(&with_roots(2, [&b, &c]), &[&a.root[0], &b.root[0], &c.root[0]]);
+        let (b3, s3) = signed(&with_roots(3, [&c, &d]), &[&b.root[0], &c.root[0], &d.root[0]]);
+        let pinned = TrustedKeys::new([a.root[0].public_key(), b.root[0].public_key()], 2).unwrap();
+        // A fresh device pinning A B cannot take v3 directly...
+        assert!(KeyRing::verify(Anchor::Pinned(&pinned), &b3, &s3).is_err());
+        // ...but can step through the history.
+        let r1 = KeyRing::verify(Anchor::Pinned(&pinned), &b1, &s1).unwrap();
+        let r2 = KeyRing::verify(Anchor::Ring(&r1), &b2, &s2).unwrap();
+        let r3 = KeyRing::verify(Anchor::Ring(&r2), &b3, &s3).unwrap();
+        assert_eq!(
+            (Anchor::Ring(&r3).version(), Anchor::Pinned(&pinned).version()),
+            (3, 0)
+        );
+        // Skipping a link is not possible: v3 does not verify against v1.
+        assert!(KeyRing::verify(Anchor::Ring(&r1), &b3, &s3).is_err());
     }
 
     #[test]

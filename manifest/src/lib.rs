@@ -22,7 +22,7 @@ pub use document::{
     ArchiveFormat, CohortManifest, Component, DocumentError, Health, HealthCheck, Hooks, Kind,
     ReleaseManifest, Rollout, Target, SCHEMA,
 };
-pub use keys::{Anchor, KeyRing, KeysDocument, KeysError, KEYS_PATH};
+pub use keys::{keys_history_path, Anchor, KeyRing, KeysDocument, KeysError, KEYS_HISTORY_DIR, KEYS_PATH};
 pub use minisign::{KeyId, MinisignError, PublicKey, SecretKey, SignatureBlock};
 pub use names::{
     parse_version, CohortName, ComponentName, HardwareId, NameError, ProductName, Sha256Hex, Version,

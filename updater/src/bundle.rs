@@ -20,7 +20,10 @@ use std::io::{self, Read};
 use std::path::{Component, Path};
 
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX};
-use manifest::{CohortName, Sha256Hex, KEYS_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+use manifest::{
+    keys_history_path, CohortName, Sha256Hex, KEYS_HISTORY_DIR, KEYS_PATH, MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
+};
 
 /// File name of bundles the daemon picks up from `inbox/`.
 pub const EXTENSION: &str = "bundle";
@@ -57,7 +60,7 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<Vec<CohortName>, BundleError
         path: path.display().to_string(),
         source,
     };
-    for dir in [COHORTS_DIR, RELEASES_DIR, ARTIFACTS_DIR] {
+    for dir in [COHORTS_DIR, RELEASES_DIR, ARTIFACTS_DIR, KEYS_HISTORY_DIR] {
         let d = dest.join(dir);
         std::fs::create_dir_all(&d).map_err(|e| write_err(&d, e))?;
     }
@@ -76,7 +79,7 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<Vec<CohortName>, BundleError
         if kind.is_dir()
             && matches!(
                 name.trim_end_matches('/'),
-                COHORTS_DIR | RELEASES_DIR | ARTIFACTS_DIR
+                COHORTS_DIR | RELEASES_DIR | ARTIFACTS_DIR | KEYS_HISTORY_DIR
             )
         {
             continue;
@@ -161,6 +164,11 @@ fn classify(rel: &Path) -> Option<(String, Option<u64>, Option<CohortName>)> {
             let version = manifest::parse_version(stem.strip_suffix(".json")?).ok()?;
             (version.to_string() == stem.trim_end_matches(".json"))
                 .then(|| (format!("{RELEASES_DIR}/{file}"), manifest_cap(is_sig), None))
+        }
+        KEYS_HISTORY_DIR => {
+            let version: u64 = stem.strip_suffix(".json")?.parse().ok()?;
+            (keys_history_path(version) == format!("{KEYS_HISTORY_DIR}/{stem}"))
+                .then(|| (format!("{KEYS_HISTORY_DIR}/{file}"), manifest_cap(is_sig), None))
         }
         ARTIFACTS_DIR if !is_sig => {
             let sha: Sha256Hex = file.parse().ok()?;

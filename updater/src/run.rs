@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use manifest::store::{cohort_path, release_path, signature_path};
-use manifest::KEYS_PATH;
+use manifest::{keys_history_path, KeysError, KEYS_PATH};
 use manifest::{
     Anchor, CohortManifest, Health, KeyRing, ReleaseManifest, Sha256Hex, Timestamp, Verified, Version,
 };
@@ -629,8 +629,18 @@ impl Agent {
             Some(t) => Anchor::Ring(&t.ring),
             None => Anchor::Pinned(roots),
         };
-        let ring = KeyRing::verify(anchor, &bytes, &sig, floor)
-            .map_err(|e| CohortError::Refused(refusal(e, &bytes, &sig)))?;
+        let ring = match KeyRing::verify(anchor, &bytes, &sig) {
+            Ok(ring) => ring,
+            // Not signed by the roots this device trusts: it may have
+            // missed root rotations; step through the store's history.
+            Err(e @ KeysError::Verify(_)) => self
+                .walk_keys_history(transport, anchor, &bytes, &sig)
+                .await
+                .map_err(|walk| CohortError::Refused(format!("{}; {walk}", refusal(e, &bytes, &sig))))?,
+            Err(e) => return Err(CohortError::Refused(refusal(e, &bytes, &sig))),
+        };
+        ring.check_expiry(floor)
+            .map_err(|e| CohortError::Refused(e.to_string()))?;
         let previous = trusted.as_ref().map(|t| (t.ring.sha256(), t.etag.clone()));
         if !dry_run && previous != Some((ring.sha256(), etag.clone())) {
             trust::store(&self.paths, &bytes, &sig, etag.as_deref()).map_err(CohortError::Failed)?;
@@ -644,6 +654,51 @@ impl Agent {
             }
         }
         Ok(ActiveKeys::Ring(ring))
+    }
+
+    /// From `start`, verify `keys/<v>.json` for v = start + 1, start + 2, …
+    /// each against the one before, until the current `keys.json` verifies
+    /// against the last (TUF's root chain). Bounded, so a store cannot keep
+    /// a device walking.
+    async fn walk_keys_history(
+        &self,
+        transport: &Transport,
+        start: Anchor<'_>,
+        bytes: &[u8],
+        sig: &[u8],
+    ) -> Result<KeyRing, String> {
+        const MAX_STEPS: u64 = 64;
+        let mut current: Option<KeyRing> = None;
+        loop {
+            let anchor = current.as_ref().map_or(start, Anchor::Ring);
+            if let Ok(ring) = KeyRing::verify(anchor, bytes, sig) {
+                return Ok(ring);
+            }
+            let next = anchor.version() + 1;
+            if next > start.version() + MAX_STEPS {
+                return Err(format!(
+                    "no chain within {MAX_STEPS} versions of keys/ reaches it"
+                ));
+            }
+            let rel = keys_history_path(next);
+            let (b, s) = match self.fetch_pair(transport, &rel, None).await {
+                Ok(Some((b, s, _))) => (b, s),
+                Ok(None) => return Err(format!("{rel}: answered 304 to an unconditional request")),
+                Err(FetchError::NotFound { .. }) => {
+                    return Err(format!(
+                    "and {rel} does not exist to step from version {} (publish the store's keys/ history)",
+                    anchor.version()
+                ))
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let ring = KeyRing::verify(anchor, &b, &s).map_err(|e| format!("{rel}: {e}"))?;
+            log::info!(
+                "keys/: stepped to version {} of the root of trust",
+                ring.version()
+            );
+            current = Some(ring);
+        }
     }
 
     /// Fetch a manifest and its signature as a pair: the signature is
