@@ -548,6 +548,8 @@ impl Agent {
                         self.config.source.display()
                     )))
                 }
+                // Endless data (TUF): a verdict on the content, like a bad signature.
+                Err(e @ FetchError::TooLarge { .. }) => return Err(CohortError::Refused(e.to_string())),
                 Err(e) => return Err(CohortError::Failed(e.to_string())),
             };
             let verified = keys
@@ -623,6 +625,7 @@ impl Agent {
                 )))
             }
             Err(e) if e.is_transient() => return Err(CohortError::Offline(e.to_string())),
+            Err(e @ FetchError::TooLarge { .. }) => return Err(CohortError::Refused(e.to_string())),
             Err(e) => return Err(CohortError::Failed(e.to_string())),
         };
         let anchor = match &trusted {
@@ -762,6 +765,8 @@ impl Agent {
         let classify = |e: FetchError| {
             if e.is_transient() {
                 CohortError::Offline(e.to_string())
+            } else if matches!(e, FetchError::TooLarge { .. }) {
+                CohortError::Refused(e.to_string())
             } else {
                 CohortError::Failed(e.to_string())
             }
