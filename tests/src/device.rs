@@ -65,6 +65,7 @@ pub struct DeviceConfig {
     pub window: String,
     pub required_passes: u32,
     pub max_trial_attempts: u32,
+    pub max_trial_shutdowns: u32,
     pub windows: Vec<String>,
     pub connect_timeout: String,
     pub stall_timeout: String,
@@ -91,6 +92,7 @@ impl DeviceConfig {
             window: "5s".into(),
             required_passes: 2,
             max_trial_attempts: 3,
+            max_trial_shutdowns: 5,
             windows: Vec::new(),
             connect_timeout: "2s".into(),
             stall_timeout: "2s".into(),
@@ -188,6 +190,7 @@ interval = {interval}
 window = {window}
 required_passes = {passes}
 max_trial_attempts = {attempts}
+max_trial_shutdowns = {shutdowns}
 units = []
 http = [{{ url = "http://127.0.0.1:{port}/health", status = 200 }}]
 commands = []
@@ -204,7 +207,10 @@ backoff_initial = {backoff}
             root_keys = c
                 .root_keys
                 .as_ref()
-                .map(|(dir, n)| format!("root_keys_dir = {}\nroot_threshold = {n}", q(&dir.display().to_string())))
+                .map(|(dir, n)| format!(
+                    "root_keys_dir = {}\nroot_threshold = {n}",
+                    q(&dir.display().to_string())
+                ))
                 .unwrap_or_default(),
             server = q(&c.server),
             product = q(&c.product),
@@ -220,6 +226,7 @@ backoff_initial = {backoff}
             window = q(&c.window),
             passes = c.required_passes,
             attempts = c.max_trial_attempts,
+            shutdowns = c.max_trial_shutdowns,
             port = self.app_port,
             windows = list(&c.windows),
             connect = q(&c.connect_timeout),

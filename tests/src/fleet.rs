@@ -3,9 +3,9 @@
 //! to (so every request they make is logged).
 
 use crate::device::{Device, DeviceConfig};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Record};
 use crate::server::Server;
-use crate::store::TestStore;
+use crate::store::{App, Release, TestStore};
 use crate::util::Run;
 
 pub struct Fleet {
@@ -71,6 +71,48 @@ impl Fleet {
             self.wait_cohort(cohort);
         }
         run
+    }
+
+    /// Publish 1.0.0 (good) and `v2`.
+    pub fn publish_v1_and(&self, v2: &Release) {
+        self.store.publish("1.0.0", App::Good);
+        self.store.publish_release(v2);
+    }
+
+    /// Promote 1.0.0 to `stable` and install it on `device` (its app then
+    /// answers), then promote 2.0.0.
+    pub fn install_v1_then_promote_v2(&self, device: &Device) {
+        self.promote("stable", "1.0.0");
+        device.check().expect_code(10);
+        device.wait_app_version("1.0.0");
+        self.promote("stable", "2.0.0");
+    }
+
+    /// 1.0.0 installed on a device configured by `f`, and 2.0.0 with `mib`
+    /// MiB of videos promoted; returns the device, the videos artifact's
+    /// URL path and its size.
+    pub fn upgrade_with_videos(
+        &self,
+        mib: usize,
+        f: impl FnOnce(&mut DeviceConfig),
+    ) -> (Device, String, u64) {
+        self.publish_v1_and(&Release::new("2.0.0", App::Good).videos_mib(mib));
+        let device = self.device_with(f);
+        self.install_v1_then_promote_v2(&device);
+        let path = self.store.artifact_url_path("2.0.0", "videos");
+        let size = std::fs::metadata(self.store.artifact("2.0.0", "videos"))
+            .unwrap()
+            .len();
+        (device, path, size)
+    }
+
+    /// The GET requests for `path` the proxy saw, oldest first.
+    pub fn gets(&self, path: &str) -> Vec<Record> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == path && r.method == "GET")
+            .collect()
     }
 
     /// Wait until the server serves the cohort manifest now on disk.

@@ -13,18 +13,26 @@
 //! - [`device::Device`] is an updater config and state dir in a temp dir, with
 //!   a restart command that (re)starts the sample app from `current`;
 //! - [`fleet::Fleet`] puts a store, its server and a proxy together;
-//! - [`nginx::Nginx`] serves a store with Debian's nginx instead (static host).
+//! - [`faults`] drives the updater's crash seams (kill at a phase or before
+//!   the N-th fsync), SIGTERM at a phase, and a tmpfs state dir (disk full);
+//! - [`trust::RootKeys`] gives a store a root of trust (`keys.json`);
+//! - [`nginx::Nginx`] serves a store with Debian's nginx instead (static host);
+//! - [`adversary`] is the attacker's kit: hand-signed stores, raw tar
+//!   archives, and the "refused and nothing changed" assertion.
 //!
 //! Every test builds its own store, server, proxy and devices, with their own
 //! temp dirs and ports, so tests run in parallel.
 
+pub mod adversary;
 pub mod bins;
 pub mod device;
+pub mod faults;
 pub mod fleet;
 pub mod nginx;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod trust;
 pub mod util;
 
 pub use device::{outcome, Device, DeviceConfig, PHASES};

@@ -35,11 +35,19 @@ pub fn server_block(root: &Path, port: u16) -> String {
         location /cohorts/ {{
             add_header Cache-Control "no-cache" always;
         }}
+        # The root of trust (docs/runbooks/key-rotation.md), revalidated likewise.
+        location ~ ^/keys\.json(\.minisig)?$ {{
+            add_header Cache-Control "no-cache" always;
+        }}
         # Immutable once written (an artifact's name is its hash).
         location /releases/ {{
             add_header Cache-Control "public, max-age=31536000, immutable";
         }}
         location /artifacts/ {{
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+        # Every keys.json version, for devices that missed a root rotation.
+        location /keys/ {{
             add_header Cache-Control "public, max-age=31536000, immutable";
         }}
         location / {{ return 404; }}

@@ -12,13 +12,16 @@
 //! 1. reads the request head and picks the first active [`Rule`] whose path
 //!    prefix matches (a rule limited to its first k matches counts them down);
 //! 2. records method, path, `Range` and `If-None-Match` in the request log;
-//! 3. applies the fault: `Refuse` closes, `Status` answers without calling
-//!    upstream, `IgnoreRange` strips `Range`/`If-Range` before forwarding;
+//! 3. applies the fault: `Refuse` closes, `Status`, `Answer` and
+//!    `RedirectTo` answer without calling upstream (a captive portal, a
+//!    hijacked server), `IgnoreRange` strips `Range`/`If-Range` before
+//!    forwarding;
 //! 4. forwards the response head untouched (but for `Connection`), then the
 //!    body, counting body bytes in the record as they go. `CutAfter(n)` and
 //!    `StallAfter(n)` count **body bytes only** (headers are always sent
 //!    whole), so `CutAfter(n)` on an artifact leaves the client with exactly
 //!    n bytes of it: what a resumed download must not fetch again.
+//!    `Trickle(d)` forwards the body one byte every `d` (a slow-loris server).
 //!
 //! The log is what tests assert on: "the second download asked for
 //! `Range: bytes=N-` and re-fetched less than 10 % of the artifact".
@@ -37,7 +40,7 @@ const HEAD_LIMIT: usize = 64 << 10;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the proxy does to a request that a rule selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Forward faithfully.
     None,
@@ -52,6 +55,40 @@ pub enum Fault {
     IgnoreRange,
     /// Close the connection without an answer.
     Refuse,
+    /// Answer with this canned response; upstream is not called.
+    Answer(Canned),
+    /// Answer `302 Found` to `BASE` + the request's path (another host).
+    RedirectTo(String),
+    /// Forward the head whole, then the body one byte at a time, one every
+    /// this long, for as long as the client keeps the connection open.
+    Trickle(Duration),
+}
+
+/// A response the proxy makes up (see [`Fault::Answer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canned {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Arc<Vec<u8>>,
+}
+
+impl Fault {
+    /// `200` with `content_type` and `body`.
+    pub fn answer(content_type: &str, body: impl Into<Vec<u8>>) -> Fault {
+        Fault::Answer(Canned {
+            status: 200,
+            content_type: content_type.into(),
+            body: Arc::new(body.into()),
+        })
+    }
+
+    /// A captive portal's login page: `200 text/html`, whatever was asked.
+    pub fn captive_portal() -> Fault {
+        Fault::answer(
+            "text/html; charset=utf-8",
+            "<!DOCTYPE html>\n<html><head><title>Wi-Fi login</title></head>\n<body><form action=\"/login\">Accept the terms to continue</form></body></html>\n",
+        )
+    }
 }
 
 /// A fault, where it applies, and how often.
@@ -121,7 +158,7 @@ impl Shared {
                 if let Some(k) = rule.remaining.as_mut() {
                     *k -= 1;
                 }
-                return rule.fault;
+                return rule.fault.clone();
             }
         }
         Fault::None
@@ -336,24 +373,40 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
             if_none_match: req.get("if-none-match").map(str::to_string),
             status: None,
             body_bytes: 0,
-            fault,
+            fault: fault.clone(),
         });
         log.len() - 1
     };
 
-    match fault {
+    let answer = |client: &mut TcpStream, code: u16, extra: &str, body: &[u8]| -> io::Result<()> {
+        let head = format!(
+            "HTTP/1.1 {code} Injected By Proxy\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes())?;
+        shared.update(idx, |r| r.status = Some(code));
+        client.write_all(body)?;
+        shared.update(idx, |r| r.body_bytes = body.len() as u64);
+        let _ = client.shutdown(Shutdown::Write);
+        Ok(())
+    };
+    match &fault {
         Fault::Refuse => {
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
-        Fault::Status(code) => {
-            let msg = format!(
-                "HTTP/1.1 {code} Injected By Proxy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            client.write_all(msg.as_bytes())?;
-            shared.update(idx, |r| r.status = Some(code));
-            let _ = client.shutdown(Shutdown::Write);
-            return Ok(());
+        Fault::Status(code) => return answer(&mut client, *code, "", b""),
+        Fault::Answer(c) => {
+            return answer(
+                &mut client,
+                c.status,
+                &format!("Content-Type: {}\r\n", c.content_type),
+                &c.body,
+            )
+        }
+        Fault::RedirectTo(base) => {
+            let location = format!("Location: {}{path}\r\n", base.trim_end_matches('/'));
+            return answer(&mut client, 302, &location, b"");
         }
         _ => {}
     }
@@ -408,6 +461,10 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
         Fault::CutAfter(n) | Fault::StallAfter(n) => Some(n),
         _ => None,
     };
+    let trickle = match fault {
+        Fault::Trickle(every) => Some(every),
+        _ => None,
+    };
 
     let mut sent: u64 = 0;
     let mut pending = body_start;
@@ -436,9 +493,25 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
                 limited = true;
             }
         }
-        client.write_all(&chunk[..take as usize])?;
-        sent += take;
-        shared.update(idx, |r| r.body_bytes = sent);
+        match trickle {
+            None => {
+                client.write_all(&chunk[..take as usize])?;
+                sent += take;
+                shared.update(idx, |r| r.body_bytes = sent);
+            }
+            Some(every) => {
+                for byte in &chunk[..take as usize] {
+                    client.write_all(std::slice::from_ref(byte))?;
+                    client.flush()?;
+                    sent += 1;
+                    shared.update(idx, |r| r.body_bytes = sent);
+                    if !pause(every, shared) {
+                        let _ = client.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                }
+            }
+        }
         pending.clear();
         if limited {
             // `>=` above: reaching exactly n bytes is enough to apply the
@@ -457,6 +530,18 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// Sleep `d` in short steps; `false` if the proxy stopped meanwhile.
+fn pause(d: Duration, shared: &Shared) -> bool {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        if shared.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));
+    }
+    !shared.stop.load(Ordering::SeqCst)
 }
 
 /// Keep the connection open and silent until the client closes it or the
@@ -639,6 +724,53 @@ mod tests {
             proxy.requests()[0].range.as_deref(),
             Some("bytes=10-"),
             "logged as sent"
+        );
+    }
+
+    #[test]
+    fn answer_and_redirect_are_made_up_without_calling_upstream() {
+        let up = upstream();
+        let proxy = Proxy::start(up.addr);
+        proxy.set_rule(Rule::new(Fault::captive_portal()).on_prefix("/cohorts/"));
+        proxy.add_rule(Rule::new(Fault::RedirectTo("http://127.0.0.1:9".into())));
+        let (status, body) = get(&proxy, "/cohorts/stable.json", "").unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(body.starts_with(b"<!DOCTYPE html>"), "{body:?}");
+        let mut s = TcpStream::connect(proxy.addr()).unwrap();
+        write!(s, "GET /artifacts/x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = String::new();
+        s.read_to_string(&mut head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+        assert!(
+            head.contains("Location: http://127.0.0.1:9/artifacts/x\r\n"),
+            "{head}"
+        );
+        assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn trickle_forwards_one_body_byte_per_interval() {
+        let up = upstream();
+        let proxy = Proxy::start(up.addr);
+        proxy.set_fault(Fault::Trickle(Duration::from_millis(200)));
+        let mut s = TcpStream::connect(proxy.addr()).unwrap();
+        write!(s, "GET /artifacts/x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let start = std::time::Instant::now();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while start.elapsed() < Duration::from_millis(1100) {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let end = find(&all, b"\r\n\r\n").expect("the head arrives whole") + 4;
+        let body = all.len() - end;
+        assert!(
+            (3..=8).contains(&body),
+            "{body} body bytes in 1.1 s at one per 200 ms"
         );
     }
 

@@ -45,6 +45,10 @@ pub struct Release {
     pub config: Option<String>,
     /// Size of the `videos` component in MiB; `None`: no such component.
     pub videos_mib: Option<usize>,
+    /// Number of 2-byte files in an `assets` component; `None`: no such
+    /// component. Many tiny files take a block each on disk, far more than
+    /// their declared `unpacked_size` (the disk-full tests use that).
+    pub tiny_files: Option<usize>,
     pub compatible: Vec<String>,
 }
 
@@ -56,6 +60,7 @@ impl Release {
             app_label: None,
             config: None,
             videos_mib: None,
+            tiny_files: None,
             compatible: vec![HARDWARE.into()],
         }
     }
@@ -72,6 +77,11 @@ impl Release {
 
     pub fn videos_mib(mut self, mib: usize) -> Self {
         self.videos_mib = Some(mib);
+        self
+    }
+
+    pub fn tiny_files(mut self, n: usize) -> Self {
+        self.tiny_files = Some(n);
         self
     }
 
@@ -171,6 +181,14 @@ impl TestStore {
         ];
         if let Some(mib) = spec.videos_mib {
             components.push(format!("videos={}", self.videos_dir(mib).display()));
+        }
+        if let Some(n) = spec.tiny_files {
+            let assets = src.join("assets");
+            fs::create_dir_all(&assets).unwrap();
+            for i in 0..n {
+                fs::write(assets.join(format!("{i:06}.txt")), "x\n").unwrap();
+            }
+            components.push(format!("assets={}", assets.display()));
         }
         let mut args = vec![
             "release".to_string(),

@@ -9,17 +9,7 @@
 //! One test per phase and scenario, each with its own store, server and
 //! device, so they run in parallel and a failure names the phase.
 
-use e2e_tests::{outcome, App, Device, Fleet, Run};
-
-fn assert_killed(run: &Run, phase: &str) {
-    assert_eq!(
-        run.signal,
-        Some(libc::SIGKILL),
-        "UPDATER_TEST_FAILPOINT={phase} did not kill the run: it exited {}\n{}",
-        run.describe(),
-        run.output()
-    );
-}
+use e2e_tests::{outcome, App, Device, Fleet};
 
 /// A fleet with 1.0.0 (good), 2.0.0 (`second`) and a device running 1.0.0;
 /// returns the device and v1's slot.
@@ -45,7 +35,7 @@ fn good_upgrade_killed_at(phase: &str) {
         // A healthy upgrade never rolls back: that failpoint never fires.
         run.expect_code(10);
     } else {
-        assert_killed(&run, phase);
+        run.expect_killed(phase);
     }
     device.assert_current_complete(&format!("after a kill at {phase}"));
 
@@ -81,7 +71,7 @@ fn broken_upgrade_killed_at(phase: &str) {
         // A broken release is never committed: that failpoint never fires.
         run.expect_code(11);
     } else {
-        assert_killed(&run, phase);
+        run.expect_killed(phase);
     }
     device.assert_current_complete(&format!("after a kill at {phase}"));
 
@@ -172,7 +162,7 @@ fn a_trial_interrupted_max_trial_attempts_times_is_rolled_back() {
     let attempts = device.cfg.max_trial_attempts;
     for attempt in 1..=attempts {
         let run = device.check_with_failpoint("trial");
-        assert_killed(&run, &format!("trial (attempt {attempt})"));
+        run.expect_killed(&format!("trial (attempt {attempt})"));
         device.assert_current_complete(&format!("after interrupted trial {attempt}"));
     }
     device.check().expect_code(11);

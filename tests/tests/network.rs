@@ -44,15 +44,7 @@ fn a_cut_download_is_resumed_with_a_range_request() {
         "the active slot is untouched"
     );
     device.wait_app_version("1.0.0");
-    let gets = |fleet: &Fleet| -> Vec<e2e_tests::Record> {
-        fleet
-            .proxy
-            .requests()
-            .into_iter()
-            .filter(|r| r.path == videos && r.method == "GET")
-            .collect()
-    };
-    let first = gets(&fleet);
+    let first = fleet.gets(&videos);
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(
         first[0].body_bytes, cut,
@@ -62,7 +54,7 @@ fn a_cut_download_is_resumed_with_a_range_request() {
     // Second run: resumes where the partial download ended.
     device.check().expect_code(10);
     device.wait_app_version("2.0.0");
-    let all = gets(&fleet);
+    let all = fleet.gets(&videos);
     assert!(all.len() >= 2, "{all:?}");
     let resumed = &all[1];
     let start: u64 = resumed
@@ -152,31 +144,12 @@ fn a_release_changing_only_config_beside_50_mib_of_videos_downloads_under_1_perc
     );
 }
 
-/// A fleet with 1.0.0 installed and 2.0.0 (with `mib` MiB of videos)
-/// promoted; returns the device, the videos URL path and its size.
-fn upgrade_with_videos(fleet: &Fleet, mib: usize) -> (e2e_tests::Device, String, u64) {
-    fleet.store.publish("1.0.0", App::Good);
-    fleet
-        .store
-        .publish_release(&Release::new("2.0.0", App::Good).videos_mib(mib));
-    let device = fleet.device();
-    fleet.promote("stable", "1.0.0");
-    device.check().expect_code(10);
-    device.wait_app_version("1.0.0");
-    fleet.promote("stable", "2.0.0");
-    let path = fleet.store.artifact_url_path("2.0.0", "videos");
-    let size = std::fs::metadata(fleet.store.artifact("2.0.0", "videos"))
-        .unwrap()
-        .len();
-    (device, path, size)
-}
-
 /// Beyond the list: the stall timeout ends a silent download (the
 /// run fails instead of hanging), and the next run resumes it.
 #[test]
 fn a_stalled_download_times_out_and_is_resumed() {
     let fleet = Fleet::new();
-    let (device, videos, size) = upgrade_with_videos(&fleet, 4);
+    let (device, videos, size) = fleet.upgrade_with_videos(4, |_| {});
     let current = device.current();
     fleet.proxy.set_rule(
         Rule::new(Fault::StallAfter(size / 3))
@@ -196,12 +169,7 @@ fn a_stalled_download_times_out_and_is_resumed() {
     assert_eq!(device.current(), current);
     device.check().expect_code(10);
     device.wait_app_version("2.0.0");
-    let gets: Vec<_> = fleet
-        .proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == videos && r.method == "GET")
-        .collect();
+    let gets = fleet.gets(&videos);
     assert!(
         gets.len() >= 2 && gets[1].range.as_deref().is_some_and(|r| r.starts_with("bytes=")),
         "{gets:?}"
@@ -214,7 +182,7 @@ fn a_stalled_download_times_out_and_is_resumed() {
 #[test]
 fn a_server_ignoring_range_still_gives_a_correct_install() {
     let fleet = Fleet::new();
-    let (device, videos, size) = upgrade_with_videos(&fleet, 4);
+    let (device, videos, size) = fleet.upgrade_with_videos(4, |_| {});
     fleet.proxy.set_rule(
         Rule::new(Fault::CutAfter(size / 2))
             .on_prefix(videos.clone())

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e_tests::nginx::Nginx;
-use e2e_tests::{outcome, wait_for, App, Device, TestStore};
+use e2e_tests::trust::{keys_cmd, RootKeys};
+use e2e_tests::{outcome, wait_for, App, Device, DeviceConfig, TestStore};
 
 fn nginx_or_skip() -> Option<PathBuf> {
     match Nginx::find() {
@@ -115,4 +116,47 @@ fn an_updater_installs_upgrades_and_rolls_back_against_nginx() {
     assert!(status["blocked"]["3.0.0"].is_string(), "{status:#}");
 
     eprintln!("--- nginx access log:\n{}", nginx.access_log());
+}
+
+/// A root of trust on a static host: nginx serves `keys.json` (revalidated,
+/// `no-cache`), a device pinning the root keys installs through the
+/// delegated release and ops keys, and a rotation is in force on its next
+/// poll.
+#[test]
+fn a_root_of_trust_works_through_nginx() {
+    let Some(bin) = nginx_or_skip() else { return };
+    let mut store = TestStore::new();
+    let keys = RootKeys::init(&store);
+    store.key = keys.release.0.clone();
+    store.publish("1.0.0", App::Good);
+    store.publish("2.0.0", App::Good);
+    store.key = keys.ops.0.clone();
+    store.promote_ok("stable", "1.0.0");
+    let nginx = Nginx::start(&bin, &store.store);
+    let (status, cc) = head(&format!("{}/keys.json", nginx.url()));
+    assert_eq!((status, cc.as_str()), (200, "no-cache"));
+    let (status, _) = head(&format!("{}/keys.json.minisig", nginx.url()));
+    assert_eq!(status, 200);
+
+    let mut cfg = DeviceConfig::new(&nginx.url());
+    cfg.root_keys = Some((keys.pinned_dir(&store), 2));
+    let device = Device::new(cfg, &[]);
+    device.check().expect_code(10);
+    device.wait_app_version("1.0.0");
+    device.check().expect_code(0);
+    assert_eq!(logged(&nginx, "/keys.json").last(), Some(&304));
+
+    // Rotate the ops key; the next poll accepts keys.json version 2 and
+    // the cohort manifest signed with the new key.
+    let ops2 = store.keygen("keys/ops2");
+    keys_cmd(
+        &store,
+        &["keys", "rotate", "--add-ops", &ops2.1.display().to_string()],
+        &keys.root_signers(),
+    )
+    .expect_code(0);
+    store.key = ops2.0.clone();
+    promote(&store, "2.0.0");
+    device.check().expect_code(10);
+    device.wait_app_version("2.0.0");
 }

@@ -2,87 +2,23 @@
 //! artifact of the wrong size, a cohort manifest signed by an unknown key, a
 //! replayed older cohort manifest, a downgrade without permission and a
 //! release for other hardware. Each run exits 14 (refused), leaves the
-//! active slot byte-identical and the app running, and `status --json` says
-//! why (`last_check.outcome == "refused"`, a reason naming the cause).
+//! active slot byte-identical, `current` and `state.json` as they were and
+//! the app running, and `status --json` says why (`last_check.outcome ==
+//! "refused"`, a reason naming the cause). The helpers are shared with the
+//! adversarial suite (`e2e_tests::adversary`, issue #6).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 
-use e2e_tests::device::reason;
-use e2e_tests::{outcome, App, Device, Fleet, Release, Run};
-
-/// What must not change across a refused run.
-struct Before {
-    current: Option<String>,
-    digest: Option<BTreeMap<String, String>>,
-    version: String,
-    /// The accepted cohort sequence, when the refusal is of the cohort
-    /// manifest itself (then it must not raise the floor).
-    sequence: Option<serde_json::Value>,
-}
-
-fn before(device: &Device, version: &str) -> Before {
-    Before {
-        current: device.current(),
-        digest: device.active_slot_digest(),
-        version: version.into(),
-        sequence: None,
-    }
-}
-
-/// Like [`before`], for a cohort manifest that must be refused outright.
-fn before_manifest_refusal(device: &Device, version: &str) -> Before {
-    Before {
-        sequence: Some(device.status_json()["cohort_sequence"].clone()),
-        ..before(device, version)
-    }
-}
-
-/// Exit 14, nothing changed, and the reason mentions one of `words`.
-fn assert_refused(device: &Device, run: &Run, before: &Before, words: &[&str]) {
-    run.expect_code(14);
-    assert!(before.current.is_some());
-    assert_eq!(device.current(), before.current, "current moved");
-    assert_eq!(
-        device.active_slot_digest(),
-        before.digest,
-        "the active slot changed"
-    );
-    let status = device.status_json();
-    assert_eq!(outcome(&status), "refused", "{status:#}");
-    let why = reason(&status);
-    assert!(
-        words.iter().any(|w| why.contains(w)),
-        "the reason {why:?} mentions none of {words:?}: {status:#}"
-    );
-    assert_eq!(status["active_version"], before.version.as_str(), "{status:#}");
-    if let Some(seq) = &before.sequence {
-        assert_eq!(
-            &status["cohort_sequence"], seq,
-            "a refused manifest raised the floor: {status:#}"
-        );
-    }
-    device.wait_app_version(&before.version);
-}
-
-/// A fleet with releases 1.0.0 and 2.0.0 and a device running 1.0.0.
-fn device_on_v1(fleet: &Fleet) -> Device {
-    fleet.store.publish("1.0.0", App::Good);
-    fleet.store.publish("2.0.0", App::Good);
-    let device = fleet.device();
-    fleet.promote("stable", "1.0.0");
-    device.check().expect_code(10);
-    device.wait_app_version("1.0.0");
-    device
-}
+use e2e_tests::adversary::{
+    assert_no_downloads, assert_refused, before, before_manifest_refusal, device_offered_v2, device_on_v1,
+};
+use e2e_tests::{App, Fleet, Release};
 
 #[test]
 fn a_tampered_artifact_is_refused() {
     let fleet = Fleet::new();
-    let device = device_on_v1(&fleet);
-    let b = before(&device, "1.0.0");
-    fleet.promote("stable", "2.0.0");
+    let (device, b) = device_offered_v2(&fleet);
     // Change the gzip header's MTIME: the archive still unpacks to the same
     // files, so only the hash can catch it. Same length.
     let artifact = fleet.store.artifact("2.0.0", "app");
@@ -97,14 +33,14 @@ fn a_tampered_artifact_is_refused() {
         &b,
         &["sha256", "hash", "digest", "checksum", "mismatch"],
     );
+    // Bytes that failed their hash are not kept for a resume.
+    assert_no_downloads(&device);
 }
 
 #[test]
 fn an_artifact_of_the_wrong_size_is_refused() {
     let fleet = Fleet::new();
-    let device = device_on_v1(&fleet);
-    let b = before(&device, "1.0.0");
-    fleet.promote("stable", "2.0.0");
+    let (device, b) = device_offered_v2(&fleet);
     // The manifest's bytes, then more: a download must stop at `size`.
     let artifact = fleet.store.artifact("2.0.0", "app");
     fs::OpenOptions::new()
@@ -204,6 +140,8 @@ fn a_downgrade_without_permission_is_refused() {
     fs::write(&cohort, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     fleet.store.sign(&cohort);
     fleet.wait_cohort("stable");
+    // Validly signed: its sequence is recorded though its target is refused.
+    let b = b.accepting(&fleet.store, "stable");
     let run = device.check();
     assert_refused(&device, &run, &b, &["downgrade", "lower", "older"]);
 }
@@ -223,6 +161,7 @@ fn a_release_for_other_hardware_is_refused() {
     device.wait_app_version("1.0.0");
     let b = before(&device, "1.0.0");
     fleet.promote("stable", "2.0.0");
+    let b = b.accepting(&fleet.store, "stable");
     fleet.proxy.clear_log();
     let run = device.check();
     assert_refused(&device, &run, &b, &["compatible", "armv7", "hardware"]);

@@ -7,61 +7,19 @@
 //! compromised mirror would: the device is the one that must refuse.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use e2e_tests::device::reason;
+use e2e_tests::trust::{keys_cmd, RootKeys};
 use e2e_tests::{outcome, App, Device, Fleet};
-
-struct Keys {
-    root: [(PathBuf, PathBuf); 2],
-    release: (PathBuf, PathBuf),
-    ops: (PathBuf, PathBuf),
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Root keys r1, r2 (both needed), release key rel1, ops key ops1, and a
-/// keys.json version 1 in the store.
-fn root_of_trust(fleet: &Fleet) -> Keys {
-    let st = &fleet.store;
-    let keys = Keys {
-        root: [st.keygen("keys/root1"), st.keygen("keys/root2")],
-        release: st.keygen("keys/release1"),
-        ops: st.keygen("keys/ops1"),
-    };
-    let out = st.builder_ok(&[
-        "keys",
-        "init",
-        "--store",
-        &s(&st.store),
-        "--root",
-        &s(&keys.root[0].1),
-        "--root",
-        &s(&keys.root[1].1),
-        "--root-threshold",
-        "2",
-        "--release",
-        &s(&keys.release.1),
-        "--ops",
-        &s(&keys.ops.1),
-        "--sign",
-        &s(&keys.root[0].0),
-        "--sign",
-        &s(&keys.root[1].0),
-    ]);
-    assert!(out.contains("keys.json version 1"), "{out}");
-    keys
-}
-
-/// A device pinning the two root keys, nothing in keys_dir it could use.
-fn device(fleet: &Fleet, keys: &Keys) -> Device {
-    let roots = fleet.store.root().join("device-root-keys");
-    fs::create_dir_all(&roots).unwrap();
-    for (i, (_, public)) in keys.root.iter().enumerate() {
-        fs::copy(public, roots.join(format!("root{i}.pub"))).unwrap();
-    }
+/// A device pinning the two root keys.
+fn device(fleet: &Fleet, keys: &RootKeys) -> Device {
+    let roots = keys.pinned_dir(&fleet.store);
     fleet.device_with(|c| c.root_keys = Some((roots, 2)))
 }
 
@@ -73,17 +31,6 @@ fn publish(fleet: &mut Fleet, version: &str, release_key: &Path) {
 fn promote(fleet: &mut Fleet, version: &str, ops_key: &Path) {
     fleet.store.key = ops_key.to_path_buf();
     fleet.promote("stable", version);
-}
-
-fn keys_cmd(fleet: &Fleet, args: &[&str], signers: &[&Path]) -> e2e_tests::Run {
-    let store = s(&fleet.store.store);
-    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    all.extend(["--store".into(), store]);
-    for k in signers {
-        all.extend(["--sign".into(), s(k)]);
-    }
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    fleet.store.builder(&all)
 }
 
 /// What a refusal must leave untouched.
@@ -111,7 +58,7 @@ fn assert_refused(device: &Device, before: &(Option<String>, Vec<u8>, Vec<u8>), 
 #[test]
 fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     let mut fleet = Fleet::unverified();
-    let keys = root_of_trust(&fleet);
+    let keys = RootKeys::init(&fleet.store);
     publish(&mut fleet, "1.0.0", &keys.release.0);
     promote(&mut fleet, "1.0.0", &keys.ops.0);
     fleet.server.wait_serving("keys.json");
@@ -121,7 +68,10 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     device.wait_app_version("1.0.0");
     let trust: serde_json::Value =
         serde_json::from_slice(&fs::read(device.state_dir.join("trust.json")).unwrap()).unwrap();
-    assert!(trust["keys_json"].as_str().unwrap().contains("\"version\": 1"), "{trust:#}");
+    assert!(
+        trust["keys_json"].as_str().unwrap().contains("\"version\": 1"),
+        "{trust:#}"
+    );
     // Idle: keys.json and the cohort manifest both answer 304.
     device.check().expect_code(0);
 
@@ -145,8 +95,15 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     let ops1_id = ops1_id.split_whitespace().nth(5).unwrap().to_string();
     let rotate = |signers: &[&Path]| {
         keys_cmd(
-            &fleet,
-            &["keys", "rotate", "--add-ops", &s(&ops2.1), "--remove-ops", &ops1_id],
+            &fleet.store,
+            &[
+                "keys",
+                "rotate",
+                "--add-ops",
+                &s(&ops2.1),
+                "--remove-ops",
+                &ops1_id,
+            ],
             signers,
         )
     };
@@ -154,7 +111,7 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     run.expect_code(1);
     assert!(run.stderr.contains("1 of 2 required"), "{}", run.stderr);
     assert_eq!(fs::read(fleet.store.store.join("keys.json")).unwrap(), keys_v1.0);
-    rotate(&[&keys.root[0].0, &keys.root[1].0]).expect_code(0);
+    rotate(&keys.root_signers()).expect_code(0);
     fleet.server.wait_serving("keys.json");
     promote(&mut fleet, "2.0.0", &ops2.0);
     // The next poll takes keys.json version 2 and installs 2.0.0.
@@ -170,9 +127,9 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     // ops2 is compromised: revoke it, delegate to ops3.
     let ops3 = fleet.store.keygen("keys/ops3");
     keys_cmd(
-        &fleet,
+        &fleet.store,
         &["keys", "revoke", "--key", &s(&ops2.1), "--add-ops", &s(&ops3.1)],
-        &[&keys.root[0].0, &keys.root[1].0],
+        &keys.root_signers(),
     )
     .expect_code(0);
     fleet.server.wait_serving("keys.json");
@@ -185,7 +142,10 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     assert!(why.contains("untrusted key"), "{why}");
     let trust: serde_json::Value =
         serde_json::from_slice(&fs::read(device.state_dir.join("trust.json")).unwrap()).unwrap();
-    assert!(trust["keys_json"].as_str().unwrap().contains("\"version\": 3"), "{trust:#}");
+    assert!(
+        trust["keys_json"].as_str().unwrap().contains("\"version\": 3"),
+        "{trust:#}"
+    );
     assert_eq!(device.current(), before_revocation.0);
     assert_eq!(
         fs::read(device.state_dir.join("state.json")).unwrap(),
@@ -202,11 +162,11 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
     device.wait_app_version("2.0.0");
 
     // The real keys.json back and ops3 signing: the device moves on.
-    keys_cmd(&fleet, &["keys", "show"], &[]).expect_code(0);
+    keys_cmd(&fleet.store, &["keys", "show"], &[]).expect_code(0);
     let out = keys_cmd(
-        &fleet,
+        &fleet.store,
         &["keys", "rotate", "--expires", "30d"],
-        &[&keys.root[0].0, &keys.root[1].0],
+        &keys.root_signers(),
     );
     // The store holds version 1 again (the replay above), so a rotation
     // from it is version 2: the device, at version 3, refuses it too.
@@ -234,4 +194,61 @@ fn a_device_pinning_roots_refuses_a_store_without_keys_json() {
     assert!(why.contains("keys.json does not exist"), "{why}");
     assert!(why.contains("keys init"), "{why}");
     assert_eq!(device.current(), None);
+}
+
+/// The roots themselves rotate twice (r1 r2 -> r2 r3 -> r3 r4) while a
+/// device pinning r1 r2 is still in its box. At its first poll it steps
+/// through `keys/1.json`, `keys/2.json`, `keys/3.json`; without the history
+/// it is refused, and says what is missing.
+#[test]
+fn a_device_that_missed_root_rotations_walks_the_keys_history() {
+    let mut fleet = Fleet::unverified();
+    let keys = RootKeys::init(&fleet.store);
+    let r3 = fleet.store.keygen("keys/root3");
+    let r4 = fleet.store.keygen("keys/root4");
+    let r1_id = fs::read_to_string(&keys.root[0].1).unwrap();
+    let r1_id = r1_id.split_whitespace().nth(5).unwrap().to_string();
+    let r2_id = fs::read_to_string(&keys.root[1].1).unwrap();
+    let r2_id = r2_id.split_whitespace().nth(5).unwrap().to_string();
+    keys_cmd(
+        &fleet.store,
+        &["keys", "rotate", "--add-root", &s(&r3.1), "--remove-root", &r1_id],
+        &[&keys.root[0].0, &keys.root[1].0, &r3.0],
+    )
+    .expect_code(0);
+    keys_cmd(
+        &fleet.store,
+        &["keys", "rotate", "--add-root", &s(&r4.1), "--remove-root", &r2_id],
+        &[&keys.root[1].0, &r3.0, &r4.0],
+    )
+    .expect_code(0);
+    for v in 1..=3 {
+        assert!(fleet.store.store.join(format!("keys/{v}.json")).is_file());
+    }
+    publish(&mut fleet, "1.0.0", &keys.release.0);
+    promote(&mut fleet, "1.0.0", &keys.ops.0);
+    fleet.server.wait_serving("keys.json");
+    fleet.server.wait_serving("keys/3.json");
+
+    // Without keys/2.json the chain is broken: refused, nothing installed.
+    let two = fleet.store.store.join("keys/2.json");
+    let saved = fs::read(&two).unwrap();
+    fs::remove_file(&two).unwrap();
+    e2e_tests::wait_for("keys/2.json unserved", std::time::Duration::from_secs(20), || {
+        (fleet.server.get("keys/2.json")?.0 == 404).then_some(())
+    });
+    let device = device(&fleet, &keys);
+    let run = device.check();
+    run.expect_code(14);
+    let why = reason(&device.status_json());
+    assert!(why.contains("keys/2.json does not exist"), "{why}");
+    assert_eq!(device.current(), None);
+    assert!(!device.state_dir.join("trust.json").exists());
+
+    fs::write(&two, saved).unwrap();
+    fleet.server.wait_serving("keys/2.json");
+    device.check().expect_code(10);
+    device.wait_app_version("1.0.0");
+    let trust = fs::read_to_string(device.state_dir.join("trust.json")).unwrap();
+    assert!(trust.contains(r#"\"version\": 3"#), "{trust}");
 }

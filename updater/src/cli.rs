@@ -225,25 +225,28 @@ fn converge(config: Config, run: impl for<'a> FnOnce(&'a Agent) -> Run<'a>) -> u
                 return exit_code(Outcome::Failed);
             }
         };
-        tokio::select! {
-            result = run(&agent) => match result {
-                Ok(report) => {
-                    crate::logging::report(&report, &cohort);
-                    exit_code(report.outcome)
-                }
-                Err(e) => {
-                    log::error!("failed: {e}; the device stays on its current slot");
-                    exit_code(Outcome::Failed)
-                }
-            },
-            _ = term.recv() => interrupted(),
-            _ = tokio::signal::ctrl_c() => interrupted(),
+        let result = tokio::select! {
+            result = run(&agent) => result,
+            _ = term.recv() => return interrupted(&agent),
+            _ = tokio::signal::ctrl_c() => return interrupted(&agent),
+        };
+        match result {
+            Ok(report) => {
+                crate::logging::report(&report, &cohort);
+                exit_code(report.outcome)
+            }
+            Err(e) => {
+                log::error!("failed: {e}; the device stays on its current slot");
+                exit_code(Outcome::Failed)
+            }
         }
     })
 }
 
-fn interrupted() -> u8 {
+/// The run's future is already dropped here (its lock released).
+fn interrupted(agent: &Agent) -> u8 {
     log::warn!("interrupted by a shutdown signal; nothing is lost: the next run finishes or undoes this one");
+    agent.note_shutdown();
     EXIT_INTERRUPTED
 }
 
@@ -268,7 +271,14 @@ async fn daemon(config: Config) -> u8 {
     let mut next_poll = tokio::time::Instant::now();
     loop {
         if tokio::time::Instant::now() >= next_poll {
-            match agent.check(false).await {
+            // A shutdown stops a run at its next await, as in `check`; for
+            // a service, stopping is still a clean exit.
+            let result = tokio::select! {
+                result = agent.check(false) => result,
+                _ = term.recv() => { interrupted(&agent); return 0 }
+                _ = tokio::signal::ctrl_c() => { interrupted(&agent); return 0 }
+            };
+            match result {
                 Ok(report) => crate::logging::report(&report, &cohort),
                 Err(e) => log::error!("failed: {e}; the device stays on its current slot"),
             }

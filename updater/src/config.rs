@@ -169,6 +169,11 @@ pub struct HealthConfig {
     pub required_passes: u32,
     #[serde(default = "default_attempts")]
     pub max_trial_attempts: u32,
+    /// Orderly shutdowns (planned reboots) a trial may sit through; they do
+    /// not use up `max_trial_attempts`, but a release that keeps rebooting
+    /// the device must still be rolled back.
+    #[serde(default = "default_shutdowns")]
+    pub max_trial_shutdowns: u32,
     #[serde(default = "default_unit_command")]
     pub unit_command: Vec<String>,
     #[serde(default)]
@@ -196,6 +201,9 @@ fn default_passes() -> u32 {
 fn default_attempts() -> u32 {
     3
 }
+fn default_shutdowns() -> u32 {
+    5
+}
 fn default_unit_command() -> Vec<String> {
     vec!["systemctl".into(), "is-active".into(), "--quiet".into()]
 }
@@ -211,6 +219,7 @@ impl Default for HealthConfig {
             window: default_window(),
             required_passes: default_passes(),
             max_trial_attempts: default_attempts(),
+            max_trial_shutdowns: default_shutdowns(),
             unit_command: default_unit_command(),
             units: Vec::new(),
             http: Vec::new(),

@@ -43,7 +43,7 @@ pub fn append(paths: &Paths, event: &Event) -> io::Result<()> {
     let mut line = serde_json::to_vec(event).expect("serializes");
     line.push(b'\n');
     f.write_all(&line)?;
-    f.sync_data()
+    crate::durable::sync_data(&f, "history.jsonl append")
 }
 
 pub fn read(paths: &Paths) -> io::Result<Vec<Event>> {

@@ -117,6 +117,39 @@ impl Agent {
         }
     }
 
+    /// An orderly shutdown (SIGTERM: a planned reboot, `systemctl stop`)
+    /// stopped a run, whose future is dropped (and its lock released). A
+    /// trial it interrupted is not the release's fault (TUF-style "false
+    /// rollback"): give the attempt back and count the shutdown apart, so a
+    /// release that keeps rebooting the device is still rolled back after
+    /// `max_trial_shutdowns`. A SIGKILL never gets here: it counts as a
+    /// failed attempt, as a crash must.
+    pub fn note_shutdown(&self) {
+        let Ok(_lock) = lock::acquire(&self.paths.lock()) else {
+            return;
+        };
+        let Ok(mut state) = State::load(&self.paths) else {
+            return;
+        };
+        if state.phase != Phase::Trial {
+            return;
+        }
+        let before = state.clone();
+        state.trial_attempts = state.trial_attempts.saturating_sub(1);
+        state.trial_shutdowns += 1;
+        match state.save_changes(&self.paths, &before) {
+            Ok(()) => log::info!(
+                "the trial of {} was stopped by a shutdown ({} so far): not counted as a failed attempt",
+                state
+                    .target
+                    .as_ref()
+                    .map_or("?".into(), |t| t.version.to_string()),
+                state.trial_shutdowns
+            ),
+            Err(e) => log::warn!("cannot record the shutdown during the trial: {e}"),
+        }
+    }
+
     /// `updater check`.
     pub async fn check(&self, dry_run: bool) -> Result<Report, RunError> {
         let lock = match self.lock()? {
@@ -313,6 +346,14 @@ impl Agent {
                 state.trial_attempts += 1;
                 state.persist(&self.paths, Phase::Trial)?;
                 let max = self.config.health.max_trial_attempts;
+                let max_shutdowns = self.config.health.max_trial_shutdowns;
+                if state.trial_shutdowns > max_shutdowns {
+                    let reason = format!(
+                        "the trial was stopped by {} shutdowns (reboots) without ever finishing",
+                        state.trial_shutdowns
+                    );
+                    return Ok(Some(self.rollback(state, reason).await?));
+                }
                 if state.trial_attempts > max {
                     let reason = format!(
                         "the trial was interrupted {} times (crash or reboot during the health check)",
@@ -823,6 +864,7 @@ impl Agent {
             target.slot.name()
         );
         state.trial_attempts = 1;
+        state.trial_shutdowns = 0;
         state.persist(&self.paths, Phase::Trial)?;
         self.trial(state).await
     }
@@ -849,6 +891,7 @@ impl Agent {
                 });
                 state.target = None;
                 state.trial_attempts = 0;
+                state.trial_shutdowns = 0;
                 state.persist(&self.paths, Phase::Committed)?;
                 let duration = target.started_at.map(|s| s.until(self.clock.now()).as_secs());
                 self.record(Event {
@@ -936,6 +979,7 @@ impl Agent {
         state.blocked.insert(target.version.to_string(), reason.clone());
         state.target = None;
         state.trial_attempts = 0;
+        state.trial_shutdowns = 0;
         state.rollback_reason = None;
         state.persist(&self.paths, Phase::Idle)?;
         let back_to = target.previous.as_ref().map(|p| p.version.to_string());

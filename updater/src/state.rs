@@ -144,6 +144,9 @@ pub struct State {
     pub target: Option<InFlight>,
     #[serde(default)]
     pub trial_attempts: u32,
+    /// Orderly shutdowns (SIGTERM) during this trial: not failed attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trial_shutdowns: u32,
     #[serde(default)]
     pub rollback_reason: Option<String>,
     /// Highest accepted cohort manifest per cohort (replay protection).
@@ -179,6 +182,10 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl State {
