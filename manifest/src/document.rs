@@ -228,6 +228,19 @@ impl ReleaseManifest {
                 return Err(invalid(format!("component {:?} has size 0", c.name.as_str())));
             }
         }
+        // Sums of signed sizes drive free-space checks: they must not wrap.
+        let sum = |f: fn(&Component) -> u64| {
+            self.components
+                .iter()
+                .try_fold(0u64, |acc, c| acc.checked_add(f(c)))
+        };
+        if sum(|c| c.size)
+            .zip(sum(|c| c.unpacked_size))
+            .and_then(|(a, b)| a.checked_add(b))
+            .is_none()
+        {
+            return Err(invalid("the components' sizes add up past 2^64 bytes".into()));
+        }
         if let Some(hook) = self.hooks.as_ref().and_then(|h| h.post_stage.as_deref()) {
             check_slot_relative_path(hook, &seen).map_err(|r| invalid(format!("hooks.post_stage: {r}")))?;
         }
@@ -424,22 +437,17 @@ mod tests {
     }
 
     /// Found by the `manifest_json` fuzz target's invariants (issue #6,
-    /// docs/FUZZING.md): a release whose sizes pass `validate()` but add up
-    /// past `u64::MAX`. `total_size()` panics with overflow checks on (tests,
-    /// fuzzing) and wraps without them (release builds); the updater's
-    /// `Stager::check_space` sums `size` and `unpacked_size` the same way.
+    /// docs/FUZZING.md): sizes that add up past `u64::MAX` made
+    /// `total_size()` panic (overflow checks on) or wrap (release builds),
+    /// and the updater's free-space check sums them the same way. Refused.
     #[test]
-    #[ignore = "issue #6: open finding, un-ignore once validate() refuses such sizes or the sums saturate"]
     fn component_sizes_that_overflow_u64() {
         let two = RELEASE.replace(
             "\"components\": [",
             &format!("\"components\": [{},", r#"{"name": "cfg", "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "size": 18446744073709551615, "unpacked_size": 18446744073709551615, "format": "tar.gz"}"#),
         );
         let two = two.replace("\"size\": 48211", "\"size\": 18446744073709551615");
-        if let Ok(doc) = ReleaseManifest::parse(two.as_bytes()) {
-            // Either refused above, or the totals must not overflow.
-            let _ = doc.total_size();
-            let _ = doc.total_unpacked_size();
-        }
+        let err = ReleaseManifest::parse(two.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("add up past 2^64"), "{err}");
     }
 }
