@@ -632,3 +632,37 @@ fn a_partial_download_replaced_between_runs_is_refused_then_fetched_again() {
         "the installed videos differ from the signed ones"
     );
 }
+
+// ---------------------------------------------------------- mix-and-match
+
+/// TUF's mix-and-match: a current cohort manifest combined with another,
+/// validly signed release manifest (1.0.0's bytes served as 2.0.0's). The
+/// cohort manifest pins the release by hash and size: refused before any
+/// artifact is fetched.
+#[test]
+fn a_validly_signed_release_manifest_swapped_for_another_is_refused() {
+    let (fleet, device) = on_v1();
+    let b = before(&device, "1.0.0");
+    let releases = fleet.store.store.join("releases");
+    fleet.promote("stable", "2.0.0");
+    let b = b.accepting(&fleet.store, "stable");
+    for suffix in ["json", "json.minisig"] {
+        fs::copy(
+            releases.join(format!("1.0.0.{suffix}")),
+            releases.join(format!("2.0.0.{suffix}")),
+        )
+        .unwrap();
+    }
+    fleet.server.wait_serving("releases/2.0.0.json");
+    fleet.proxy.clear_log();
+    let run = device.check();
+    assert_refused(&device, &run, &b, &["pins"]);
+    assert!(
+        !fleet
+            .proxy
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/artifacts/")),
+        "nothing is downloaded for a release manifest that is not the pinned one"
+    );
+}

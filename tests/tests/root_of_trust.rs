@@ -252,3 +252,61 @@ fn a_device_that_missed_root_rotations_walks_the_keys_history() {
     let trust = fs::read_to_string(device.state_dir.join("trust.json")).unwrap();
     assert!(trust.contains(r#"\"version\": 3"#), "{trust}");
 }
+
+/// Fast-forward (TUF): a stolen ops key signs a cohort manifest with a huge
+/// sequence, which devices accept (it is validly signed) and which would
+/// make them refuse every legitimate manifest after it. Once ops revoke
+/// that key, the floor it set is forgotten and the device follows the
+/// legitimate manifests again.
+#[test]
+fn a_fast_forwarded_sequence_is_forgotten_when_its_key_is_revoked() {
+    let mut fleet = Fleet::unverified();
+    let keys = RootKeys::init(&fleet.store);
+    publish(&mut fleet, "1.0.0", &keys.release.0);
+    publish(&mut fleet, "2.0.0", &keys.release.0);
+    promote(&mut fleet, "1.0.0", &keys.ops.0);
+    fleet.server.wait_serving("keys.json");
+    let device = device(&fleet, &keys);
+    device.check().expect_code(10);
+    device.wait_app_version("1.0.0");
+
+    // The attacker's manifest: same target, sequence 1 000 000.
+    let cohort = fleet.store.cohort_file("stable");
+    let legit = (
+        fs::read(&cohort).unwrap(),
+        fs::read(cohort.with_extension("json.minisig")).unwrap(),
+    );
+    let text = String::from_utf8(legit.0.clone()).unwrap();
+    let forged = text.replace("\"sequence\": 1,", "\"sequence\": 999999,");
+    assert_ne!(forged, text);
+    fs::write(&cohort, forged).unwrap();
+    fleet.store.key = keys.ops.0.clone();
+    fleet.store.sign(&cohort);
+    fleet.wait_cohort("stable");
+    device.check().expect_code(0);
+    assert_eq!(device.status_json()["cohort_sequence"], 1_000_000);
+
+    // Ops take the store back, revoke the stolen key and promote 2.0.0
+    // with a new one (sequence 2).
+    fs::write(&cohort, &legit.0).unwrap();
+    fs::write(cohort.with_extension("json.minisig"), &legit.1).unwrap();
+    let ops2 = fleet.store.keygen("keys/ops2");
+    keys_cmd(
+        &fleet.store,
+        &[
+            "keys",
+            "revoke",
+            "--key",
+            &s(&keys.ops.1),
+            "--add-ops",
+            &s(&ops2.1),
+        ],
+        &keys.root_signers(),
+    )
+    .expect_code(0);
+    fleet.server.wait_serving("keys.json");
+    promote(&mut fleet, "2.0.0", &ops2.0);
+    device.check().expect_code(10);
+    device.wait_app_version("2.0.0");
+    assert_eq!(device.status_json()["cohort_sequence"], 2);
+}

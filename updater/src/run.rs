@@ -593,6 +593,7 @@ impl Agent {
                 Err(e @ FetchError::TooLarge { .. }) => return Err(CohortError::Refused(e.to_string())),
                 Err(e) => return Err(CohortError::Failed(e.to_string())),
             };
+            forget_fast_forwarded_floor(state, cohort, &keys);
             let verified = keys
                 .ops(state.time_floor)
                 .map_err(|e| CohortError::Refused(e.to_string()))?
@@ -614,6 +615,7 @@ impl Agent {
                     Accepted {
                         sequence: verified.sequence,
                         sha256: sha,
+                        signers: verified.signers().iter().map(ToString::to_string).collect(),
                     },
                 );
                 state.time_floor = state.time_floor.max(verified.issued_at);
@@ -1094,5 +1096,33 @@ fn refusal(e: impl std::fmt::Display, bytes: &[u8], sig: &[u8]) -> String {
         )
     } else {
         e.to_string()
+    }
+}
+
+/// TUF's fast-forward recovery: a key later revoked or rotated out may
+/// have signed a cohort manifest with a huge sequence, which would make
+/// the device refuse every legitimate manifest after it. A sequence floor
+/// set only by keys that no longer sign cohorts is dropped; expiry still
+/// bounds what an older manifest signed by current keys can do.
+fn forget_fast_forwarded_floor(state: &mut State, cohort: &manifest::CohortName, keys: &ActiveKeys) {
+    let Some(accepted) = state.accepted.get(cohort.as_str()) else {
+        return;
+    };
+    // Unknown signers (a state written before they were recorded): keep.
+    let Some(ops) = keys
+        .ops(Timestamp::from_unix(0))
+        .ok()
+        .filter(|_| !accepted.signers.is_empty())
+    else {
+        return;
+    };
+    let trusted: Vec<String> = ops.key_ids().map(ToString::to_string).collect();
+    if accepted.signers.iter().all(|id| !trusted.contains(id)) {
+        log::warn!(
+            "cohort {cohort}: forgetting sequence {} (signed by {}, no longer trusted): fast-forward recovery",
+            accepted.sequence,
+            accepted.signers.join(", ")
+        );
+        state.accepted.remove(cohort.as_str());
     }
 }

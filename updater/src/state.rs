@@ -94,6 +94,10 @@ pub struct Accepted {
     pub sequence: u64,
     /// Hash of the accepted bytes: the same sequence with other bytes is refused.
     pub sha256: Sha256Hex,
+    /// Key ids that signed it. A floor set only by keys no longer trusted
+    /// is dropped (fast-forward recovery, see `run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
 }
 
 pub use manifest::report::Outcome;
