@@ -156,6 +156,7 @@ mod tests {
         let seen = Accepted {
             sequence: 6,
             sha256: sha,
+            signers: vec![],
         };
         assert!(
             check_cohort(&c, sha, &p, &s, Some(&seen), Timestamp::from_unix(1500))
@@ -165,6 +166,7 @@ mod tests {
         let same = Accepted {
             sequence: 5,
             sha256: Sha256Hex::digest(b"other"),
+            signers: vec![],
         };
         assert!(
             check_cohort(&c, sha, &p, &s, Some(&same), Timestamp::from_unix(1500))
