@@ -164,18 +164,20 @@ impl Stager<'_> {
         release: &ReleaseManifest,
         reusable: &dyn Fn(&Component) -> Option<std::path::PathBuf>,
     ) -> Result<(), StageError> {
+        // Saturating: signed sizes near 2^64 must read as "too big", never
+        // wrap to a few MiB (a fuzzing finding, docs/FUZZING.md).
         let mut need = 0u64;
         for c in &release.components {
-            need += c.unpacked_size;
+            need = need.saturating_add(c.unpacked_size);
             if reusable(c).is_none() {
                 let have = fs::metadata(self.paths.partial(&c.sha256))
                     .map(|m| m.len())
                     .unwrap_or(0);
-                need += c.size.saturating_sub(have);
+                need = need.saturating_add(c.size.saturating_sub(have));
             }
         }
         // Room for directories, inodes and filesystem overhead.
-        need += need / 20 + (1 << 20);
+        need = need.saturating_add(need / 20).saturating_add(1 << 20);
         let have = available_space(&self.paths.root).map_err(io_at(&self.paths.root))?;
         if have < need {
             return Err(StageError::NoSpace {
