@@ -236,6 +236,16 @@ impl Proxy {
         self.shared.log.lock().unwrap().clone()
     }
 
+    /// Whether any logged request's path starts with `prefix`.
+    pub fn requested(&self, prefix: &str) -> bool {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path.starts_with(prefix))
+    }
+
     pub fn clear_log(&self) {
         self.shared.log.lock().unwrap().clear();
     }

@@ -658,11 +658,7 @@ fn a_validly_signed_release_manifest_swapped_for_another_is_refused() {
     let run = device.check();
     assert_refused(&device, &run, &b, &["pins"]);
     assert!(
-        !fleet
-            .proxy
-            .requests()
-            .iter()
-            .any(|r| r.path.starts_with("/artifacts/")),
+        !fleet.proxy.requested("/artifacts/"),
         "nothing is downloaded for a release manifest that is not the pinned one"
     );
 }
