@@ -44,8 +44,9 @@ pub struct Before {
     pub state_json: Vec<u8>,
     /// A validly signed cohort manifest the run must record even though it
     /// refuses what it points at (a downgrade, a release for other
-    /// hardware): (cohort, sequence, sha256). See [`Before::accepting`].
-    pub accepted: Option<(String, u64, String)>,
+    /// hardware): (cohort, sequence, sha256, signer key ids). See
+    /// [`Before::accepting`].
+    pub accepted: Option<(String, u64, String, Vec<String>)>,
 }
 
 impl Before {
@@ -53,9 +54,24 @@ impl Before {
     /// accepted (its sequence becomes the replay floor) and change nothing
     /// else in `state.json`.
     pub fn accepting(mut self, store: &TestStore, cohort: &str) -> Before {
-        let bytes = fs::read(store.cohort_file(cohort)).unwrap();
+        let path = store.cohort_file(cohort);
+        let bytes = fs::read(&path).unwrap();
         let doc = CohortManifest::parse(&bytes).unwrap();
-        self.accepted = Some((cohort.into(), doc.sequence, Sha256Hex::digest(&bytes).to_hex()));
+        // The device records who signed it (fast-forward recovery), in key
+        // id order; the store's signers are all trusted here.
+        let sig = fs::read_to_string(path.with_extension("json.minisig")).unwrap();
+        let ids: std::collections::BTreeSet<manifest::KeyId> = manifest::minisign::parse_signatures(&sig)
+            .unwrap()
+            .iter()
+            .map(|b| b.key_id)
+            .collect();
+        let signers = ids.iter().map(ToString::to_string).collect();
+        self.accepted = Some((
+            cohort.into(),
+            doc.sequence,
+            Sha256Hex::digest(&bytes).to_hex(),
+            signers,
+        ));
         self
     }
 }
@@ -138,8 +154,9 @@ fn assert_state_json_unchanged(device: &Device, before: &Before) {
     match &before.accepted {
         None if after == before.state_json => return,
         None => {}
-        Some((cohort, sequence, sha256)) => {
-            old["accepted"][cohort.as_str()] = serde_json::json!({ "sequence": sequence, "sha256": sha256 });
+        Some((cohort, sequence, sha256, signers)) => {
+            old["accepted"][cohort.as_str()] =
+                serde_json::json!({ "sequence": sequence, "sha256": sha256, "signers": signers });
             if old == new {
                 return;
             }
