@@ -72,6 +72,14 @@ fn rotation_is_picked_up_on_the_next_poll_and_revoked_keys_are_refused() {
         trust["keys_json"].as_str().unwrap().contains("\"version\": 1"),
         "{trust:#}"
     );
+    let keys_status = &device.status_json()["keys"];
+    assert_eq!(keys_status["version"], 1, "{keys_status:#}");
+    let text = device.updater(&["status"], &[]);
+    assert!(
+        text.stdout.contains("keys.json:  version 1, expires"),
+        "{}",
+        text.stdout
+    );
     // Idle: keys.json and the cohort manifest both answer 304.
     device.check().expect_code(0);
 

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::history;
 use crate::paths::Paths;
 use crate::state::{LastCheck, State, StateError};
+use crate::trust::TrustConfig;
 
 pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> {
     let state = State::load(paths)?;
@@ -19,6 +20,19 @@ pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> 
         .map(|t| json!({ "version": t.version.to_string(), "slot": t.slot.name() }));
     let accepted = state.accepted_for(&config.cohort);
     let last_check = LastCheck::load(paths);
+    // With a root of trust: the keys.json in force (an unreadable one says so).
+    let keys = match &config.trust {
+        TrustConfig::Static(_) => Value::Null,
+        TrustConfig::Root(_) => match crate::trust::load(paths) {
+            Ok(Some(t)) => json!({
+                "version": t.ring.version(),
+                "expires_at": t.ring.expires_at().to_string(),
+                "revoked": t.ring.revoked().len(),
+            }),
+            Ok(None) => json!({ "error": "no keys.json accepted yet" }),
+            Err(e) => json!({ "error": e }),
+        },
+    };
     Ok(json!({
         "phase": state.phase.as_str(),
         "active_slot": state.active.as_ref().map(|a| a.slot.name()),
@@ -29,6 +43,7 @@ pub fn status_json(config: &Config, paths: &Paths) -> Result<Value, StateError> 
         "cohort": config.cohort.as_str(),
         "cohort_sequence": accepted.map(|a| a.sequence),
         "time_floor": state.time_floor.to_string(),
+        "keys": keys,
         "last_check": last_check.as_ref().map(|c| json!({
             "at": c.at.to_string(),
             "outcome": c.outcome.as_str(),
@@ -61,6 +76,17 @@ pub fn status_text(v: &Value) -> String {
             .as_u64()
             .map_or("-".into(), |n| n.to_string())
     ));
+    if let Some(keys) = v["keys"].as_object() {
+        let line = match keys.get("error").and_then(Value::as_str) {
+            Some(e) => e.to_string(),
+            None => format!(
+                "version {}, expires {}",
+                keys["version"],
+                keys["expires_at"].as_str().unwrap_or("-")
+            ),
+        };
+        out.push_str(&format!("keys.json:  {line}\n"));
+    }
     if let Some(blocked) = v["blocked"].as_object().filter(|b| !b.is_empty()) {
         for (version, why) in blocked {
             out.push_str(&format!(
