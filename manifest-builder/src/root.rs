@@ -194,7 +194,7 @@ fn write(
 
 impl InitArgs {
     fn run(self, now: Timestamp) -> Result<bool> {
-        let store = Store::open(&self.store)?;
+        let store = Store::create(&self.store)?;
         if store.path(KEYS_PATH).exists() {
             return Err(Error::Refused(format!(
                 "{} already exists: use `keys rotate` to change it",

@@ -3,7 +3,8 @@
 //! schema, that file names match contents, that each cohort's target
 //! resolves to a release with the pinned hash and size, that every artifact
 //! exists with the declared size and hash and passes the device's
-//! safe-unpack rules, and how soon each cohort manifest expires.
+//! safe-unpack rules, how soon each cohort manifest expires, and the root
+//! of trust (`keys.json`) when there is one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,7 +14,10 @@ use manifest::archive::{self, Limits};
 use manifest::store::{
     cohort_path, release_path, ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR, SIGNATURE_SUFFIX,
 };
-use manifest::{CohortManifest, ReleaseManifest, Sha256Hex, Timestamp, TrustedKeys, Version};
+use manifest::{
+    keys_history_path, CohortManifest, KeyRing, ReleaseManifest, Sha256Hex, Timestamp, TrustedKeys, Version,
+    KEYS_PATH,
+};
 
 use crate::error::Result;
 use crate::pack::hash_file;
@@ -43,7 +47,52 @@ pub fn verify_store(root: &Path, trust: &TrustedKeys, now: Timestamp) -> Result<
     let releases = check_releases(&store, trust, &mut report)?;
     check_cohorts(&store, trust, now, &releases, &mut report)?;
     check_strays(&store, &releases, &mut report)?;
+    check_keys(&store, trust, now, &mut report)?;
     Ok(report)
+}
+
+/// keys.json warns this long before it expires.
+pub const KEYS_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The root of trust, when the store has one: `keys.json` signed by the
+/// given keys (pass the root keys), consistent with its own roots, not
+/// expiring soon, and present in the `keys/` history devices walk.
+fn check_keys(store: &Store, trust: &TrustedKeys, now: Timestamp, report: &mut Report) -> Result<()> {
+    let Some(pair) = store.read_pair(KEYS_PATH)? else {
+        return Ok(());
+    };
+    let Some(sig) = pair.signature else {
+        report.problems.push(format!("{KEYS_PATH}: no signature"));
+        return Ok(());
+    };
+    if let Err(e) = trust.verify_bytes(KEYS_PATH, &pair.bytes, &sig) {
+        report.problems.push(e.to_string());
+    }
+    let ring = match KeyRing::reload(&pair.bytes, &sig) {
+        Ok(ring) => ring,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return Ok(());
+        }
+    };
+    if ring.check_expiry(now).is_err() {
+        report.problems.push(format!(
+            "{KEYS_PATH}: expired at {}: devices refuse every manifest; run `keys rotate`",
+            ring.expires_at()
+        ));
+    } else if now.until(ring.expires_at()) < KEYS_EXPIRY_WARNING {
+        report.warnings.push(format!(
+            "{KEYS_PATH}: expires at {}: run `keys rotate` soon",
+            ring.expires_at()
+        ));
+    }
+    let history = keys_history_path(ring.version());
+    if store.read_pair(&history)?.is_none_or(|p| p.bytes != pair.bytes) {
+        report.warnings.push(format!(
+            "{history} is missing or differs from {KEYS_PATH}: devices that missed a root rotation cannot catch up"
+        ));
+    }
+    Ok(())
 }
 
 /// Read, verify and parse one manifest; on a bad signature, record the

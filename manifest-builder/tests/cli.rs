@@ -740,3 +740,98 @@ fn bundle_packs_the_cohorts_signed_files_exactly_and_refuses_an_incomplete_store
     .fails();
     assert!(err.contains("no such cohort"), "{err}");
 }
+
+/// `keys init|rotate|revoke|show` and `verify` on a store with a root of
+/// trust: nothing is written without enough root signatures, every version
+/// lands in `keys/`, a revoked key cannot come back, and `verify` names a
+/// tampered `keys.json`.
+#[test]
+fn keys_commands_keep_a_verifiable_root_of_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for k in ["root1", "root2", "release", "ops", "ops2"] {
+        builder(d, &["keygen", "--out", &format!("keys/{k}")]).ok();
+    }
+    fs::create_dir_all(d.join("store")).unwrap();
+    let roots = ["--sign", "keys/root1.key", "--sign", "keys/root2.key"];
+    let mut init = vec![
+        "keys",
+        "init",
+        "--store",
+        "store",
+        "--root",
+        "keys/root1.pub",
+        "--root",
+        "keys/root2.pub",
+        "--root-threshold",
+        "2",
+        "--release",
+        "keys/release.pub",
+        "--ops",
+        "keys/ops.pub",
+    ];
+    let err = builder(d, &[&init[..], &roots[..2]].concat()).fails();
+    assert!(
+        err.contains("1 of 2 required") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!d.join("store/keys.json").exists());
+    init.extend(roots);
+    builder(d, &init).ok();
+    let err = builder(d, &init).fails();
+    assert!(err.contains("already exists"), "{err}");
+    let verify = [
+        "verify",
+        "--store",
+        "store",
+        "--keys",
+        "keys/root1.pub",
+        "keys/root2.pub",
+    ];
+    builder(d, &verify).ok();
+
+    let out = builder(
+        d,
+        &[
+            &[
+                "keys",
+                "revoke",
+                "--store",
+                "store",
+                "--key",
+                "keys/ops.pub",
+                "--add-ops",
+                "keys/ops2.pub",
+            ][..],
+            &roots[..],
+        ]
+        .concat(),
+    )
+    .ok();
+    assert!(out.contains("version 2") && out.contains("revoked"), "{out}");
+    for v in [1, 2] {
+        assert!(d.join(format!("store/keys/{v}.json")).is_file());
+    }
+    // A revoked key cannot be delegated again.
+    let err = builder(
+        d,
+        &[
+            &["keys", "rotate", "--store", "store", "--add-ops", "keys/ops.pub"][..],
+            &roots[..],
+        ]
+        .concat(),
+    )
+    .fails();
+    assert!(err.contains("revoked"), "{err}");
+    let show = builder(d, &["keys", "show", "--store", "store"]).ok();
+    assert!(show.contains("version 2"), "{show}");
+
+    // A hand edit of keys.json breaks its signatures: verify says so.
+    let path = d.join("store/keys.json");
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"threshold\": 2", "\"threshold\": 1");
+    fs::write(&path, text).unwrap();
+    let err = builder(d, &verify).fails();
+    assert!(err.contains("keys.json"), "{err}");
+}
