@@ -352,7 +352,15 @@ impl Stager<'_> {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if matches!(e, StageError::Network(_)) {
+                        // Kept for the next run to resume: make it durable,
+                        // so a power cut before then cannot leave junk that
+                        // would fail the hash and be taken for tampering.
+                        let _ = crate::durable::sync_data(&out, "download partial");
+                    }
+                    return Err(e);
+                }
             }
         }
         out.flush().map_err(io_at(partial))?;
