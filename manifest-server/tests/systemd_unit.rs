@@ -13,38 +13,14 @@
 //! weakening the hardening fails the test.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../../tests/support/systemd_analyze.rs"]
+mod systemd_analyze;
+use systemd_analyze::{available_or_skip, complaints, security};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/manifest-server.service");
 const INSTALLED_BIN: &str = "/usr/bin/manifest-server";
 const NAME: &str = "manifest-server.service";
-
-fn have_systemd_analyze() -> bool {
-    match Command::new("systemd-analyze").arg("--version").output() {
-        Ok(out) => out.status.success(),
-        Err(_) => false,
-    }
-}
-
-/// Run `systemd-analyze verify` on `unit`; return the lines that name it.
-fn complaints(unit: &Path) -> Vec<String> {
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(unit)
-        .env("SYSTEMD_LOG_COLOR", "0")
-        .output()
-        .expect("run systemd-analyze");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file_name = unit.file_name().unwrap().to_str().unwrap();
-    text.lines()
-        .filter(|l| l.contains(file_name) || l.contains(&*unit.to_string_lossy()))
-        .map(str::to_string)
-        .collect()
-}
 
 fn write_copy(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join(NAME);
@@ -54,12 +30,7 @@ fn write_copy(dir: &Path, text: &str) -> PathBuf {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if !have_systemd_analyze() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-analyze is required on CI (apt-get install systemd)"
-        );
-        eprintln!("note: systemd-analyze not found, unit not verified (set CI=1 to make this fatal)");
+    if !available_or_skip("the unit") {
         return;
     }
     let original = std::fs::read_to_string(UNIT).unwrap();
@@ -89,14 +60,14 @@ fn the_unit_passes_systemd_analyze_verify() {
     let built = env!("CARGO_BIN_EXE_manifest-server");
     let tmp = tempfile::tempdir().unwrap();
     let unit = write_copy(tmp.path(), &original.replace(INSTALLED_BIN, built));
-    let found = complaints(&unit);
+    let found = complaints(&unit, NAME);
     assert!(found.is_empty(), "systemd-analyze verify:\n{}", found.join("\n"));
 
     // The check itself must be able to fail.
     let broken = original
         .replace(INSTALLED_BIN, built)
         .replace("ProtectSystem=strict", "ProtectSystem=bogus\nNoSuchDirective=1");
-    let found = complaints(&write_copy(tmp.path(), &broken));
+    let found = complaints(&write_copy(tmp.path(), &broken), NAME);
     assert!(found.len() >= 2, "a broken unit was not reported: {found:?}");
 }
 
@@ -106,40 +77,9 @@ fn the_unit_passes_systemd_analyze_verify() {
 /// raising it needs a reason in the unit's comments.
 const SECURITY_THRESHOLD: u32 = 12;
 
-/// `systemd-analyze security --offline=yes --threshold=N` on `unit`: the
-/// exit status, the "Overall exposure level" line and any stderr line about
-/// the unit (unknown keys, bad values).
-fn security(unit: &Path, threshold: u32) -> (bool, String, Vec<String>) {
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(format!("--threshold={threshold}"))
-        .arg(unit)
-        .env("SYSTEMD_LOG_COLOR", "0")
-        .env("SYSTEMD_COLORS", "0")
-        .output()
-        .expect("run systemd-analyze security");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let overall = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or("")
-        .to_string();
-    let warnings = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains(NAME))
-        .map(str::to_string)
-        .collect();
-    (out.status.success(), overall, warnings)
-}
-
 #[test]
 fn the_unit_passes_systemd_analyze_security() {
-    if !have_systemd_analyze() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-analyze is required on CI (apt-get install systemd)"
-        );
-        eprintln!("note: systemd-analyze not found, unit security not checked");
+    if !available_or_skip("unit security") {
         return;
     }
     let original = std::fs::read_to_string(UNIT).unwrap();

@@ -304,6 +304,12 @@ impl KeyRing {
         Ok(&self.ops)
     }
 
+    /// Ids of the keys that sign cohort manifests, expired or not (for
+    /// bookkeeping such as fast-forward recovery, never to verify).
+    pub fn ops_key_ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.ops.key_ids()
+    }
+
     /// Keys that sign release manifests, unless the ring expired.
     pub fn release(&self, floor: Timestamp) -> Result<&TrustedKeys, KeysError> {
         self.check_expiry(floor)?;

@@ -1109,14 +1109,10 @@ fn forget_fast_forwarded_floor(state: &mut State, cohort: &manifest::CohortName,
         return;
     };
     // Unknown signers (a state written before they were recorded): keep.
-    let Some(ops) = keys
-        .ops(Timestamp::from_unix(0))
-        .ok()
-        .filter(|_| !accepted.signers.is_empty())
-    else {
+    if accepted.signers.is_empty() {
         return;
-    };
-    let trusted: Vec<String> = ops.key_ids().map(ToString::to_string).collect();
+    }
+    let trusted = keys.ops_key_ids();
     if accepted.signers.iter().all(|id| !trusted.contains(id)) {
         log::warn!(
             "cohort {cohort}: forgetting sequence {} (signed by {}, no longer trusted): fast-forward recovery",

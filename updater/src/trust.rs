@@ -43,6 +43,16 @@ impl ActiveKeys {
         }
     }
 
+    /// Ids of the keys that sign cohort manifests, whether or not the ring
+    /// expired (bookkeeping only; verify with [`ActiveKeys::ops`]).
+    pub fn ops_key_ids(&self) -> Vec<String> {
+        let ids: Box<dyn Iterator<Item = &manifest::KeyId>> = match self {
+            ActiveKeys::Static(k) => Box::new(k.key_ids()),
+            ActiveKeys::Ring(r) => Box::new(r.ops_key_ids()),
+        };
+        ids.map(ToString::to_string).collect()
+    }
+
     /// Keys for release manifests.
     pub fn release(&self, floor: Timestamp) -> Result<&TrustedKeys, KeysError> {
         match self {

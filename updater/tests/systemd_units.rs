@@ -10,27 +10,12 @@
 //! score, with no warning about the unit: weakening the hardening fails.
 
 use std::path::Path;
-use std::process::Command;
+
+#[path = "../../tests/support/systemd_analyze.rs"]
+mod systemd_analyze;
+use systemd_analyze::{available_or_skip, complaints, security};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd");
-
-fn complaints(dir: &Path, unit: &str) -> Vec<String> {
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join(unit))
-        .env("SYSTEMD_LOG_COLOR", "0")
-        .output()
-        .expect("run systemd-analyze");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .filter(|l| l.contains("updater."))
-        .map(String::from)
-        .collect()
-}
 
 fn copy_units(dir: &Path, service: &str) {
     let bin = env!("CARGO_BIN_EXE_updater");
@@ -44,12 +29,7 @@ fn copy_units(dir: &Path, service: &str) {
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-analyze is required on CI (apt-get install systemd)"
-        );
-        eprintln!("note: systemd-analyze not found; units not verified");
+    if !available_or_skip("the units") {
         return;
     }
     let service = std::fs::read_to_string(Path::new(DIR).join("updater.service")).unwrap();
@@ -75,7 +55,7 @@ fn units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     copy_units(dir.path(), &service);
     for unit in ["updater.service", "updater.timer"] {
-        let found = complaints(dir.path(), unit);
+        let found = complaints(&dir.path().join(unit), "updater.");
         assert!(
             found.is_empty(),
             "systemd-analyze verify {unit}:\n{}",
@@ -90,7 +70,7 @@ fn units_pass_systemd_analyze_verify() {
         &service.replace("Type=oneshot", "Type=oneshot\nProtectSystem=sometimes"),
     );
     assert!(
-        !complaints(broken.path(), "updater.service").is_empty(),
+        !complaints(&broken.path().join("updater.service"), "updater.").is_empty(),
         "a broken unit went unnoticed"
     );
 }
@@ -102,41 +82,9 @@ fn units_pass_systemd_analyze_verify() {
 /// stricter; raising it needs a reason in the unit's comments.
 const SECURITY_THRESHOLD: u32 = 29;
 
-/// `systemd-analyze security --offline=yes --threshold=N` on `unit`: the
-/// exit status, the "Overall exposure level" line and any stderr line about
-/// the unit (unknown keys, bad values).
-fn security(unit: &Path, threshold: u32) -> (bool, String, Vec<String>) {
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(format!("--threshold={threshold}"))
-        .arg(unit)
-        .env("SYSTEMD_LOG_COLOR", "0")
-        .env("SYSTEMD_COLORS", "0")
-        .output()
-        .expect("run systemd-analyze security");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let overall = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or("")
-        .to_string();
-    let name = unit.file_name().unwrap().to_str().unwrap();
-    let warnings = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains(name))
-        .map(String::from)
-        .collect();
-    (out.status.success(), overall, warnings)
-}
-
 #[test]
 fn service_passes_systemd_analyze_security() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-analyze is required on CI (apt-get install systemd)"
-        );
-        eprintln!("note: systemd-analyze not found; unit security not checked");
+    if !available_or_skip("unit security") {
         return;
     }
     let service = std::fs::read_to_string(Path::new(DIR).join("updater.service")).unwrap();
