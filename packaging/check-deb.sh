@@ -1,16 +1,27 @@
 #!/bin/sh
-# Install the built updater package into a scratch root with dpkg and check
-# that files, config and units are where docs/UPDATER.md and
-# docs/DEPLOYMENT.md (Packages) say, that the postinst succeeded without a
-# running systemd, and that remove + purge clean up.
-# Usage: packaging/check-deb.sh [updater_*.deb]   (default: the newest in
-# ${CARGO_TARGET_DIR:-target}/debian/). Needs dpkg; run as root (as in CI
-# containers) or under fakeroot.
+# Install the built packages into a scratch root with dpkg and check that
+# files, config and units are where docs/UPDATER.md and docs/DEPLOYMENT.md
+# (Packages) say, that the updater postinst succeeded without a running
+# systemd, that the binaries run, and that remove + purge clean up.
+# Usage: packaging/check-deb.sh [updater_*.deb]   (default: the newest for
+# this machine's architecture in ${CARGO_TARGET_DIR:-target}/debian/); the
+# manifest-server and manifest-builder packages are the newest ones of the
+# same architecture next to it. Host-architecture packages only (the
+# binaries are run). Needs dpkg; run as root (as in CI containers) or under
+# fakeroot.
 set -eu
 cd "$(dirname "$0")/.."
 
-deb=${1:-$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/updater_*.deb 2>/dev/null | head -n 1)}
-[ -n "$deb" ] && [ -f "$deb" ] || { echo "check-deb: no updater .deb (run packaging/build-debs.sh)" >&2; exit 1; }
+arch=$(dpkg --print-architecture)
+deb=${1:-$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/updater_*_"$arch".deb 2>/dev/null | head -n 1)}
+[ -n "$deb" ] && [ -f "$deb" ] || { echo "check-deb: no updater .deb for $arch (run packaging/build-debs.sh)" >&2; exit 1; }
+debdir=$(dirname "$deb")
+server_deb=$(ls -t "$debdir"/manifest-server_*_"$arch".deb 2>/dev/null | head -n 1)
+builder_deb=$(ls -t "$debdir"/manifest-builder_*_"$arch".deb 2>/dev/null | head -n 1)
+[ -n "$server_deb" ] && [ -n "$builder_deb" ] || {
+    echo "check-deb: no manifest-server/manifest-builder .deb next to $deb (run packaging/build-debs.sh)" >&2
+    exit 1
+}
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -41,6 +52,8 @@ check "/usr/bin/updater runs" "$root/usr/bin/updater" --version
 check "updater.service as shipped" cmp "$root/lib/systemd/system/updater.service" systemd/updater.service
 check "updater.timer as shipped" cmp "$root/lib/systemd/system/updater.timer" systemd/updater.timer
 check "timer enabled (timers.target.wants)" test -L "$root/etc/systemd/system/timers.target.wants/updater.timer"
+check "updater-daemon.service as shipped" cmp "$root/lib/systemd/system/updater-daemon.service" systemd/updater-daemon.service
+check "updater-daemon.service not enabled (offline sites opt in)" test ! -e "$root/etc/systemd/system/multi-user.target.wants/updater-daemon.service"
 check "/etc/updater/updater.toml" test -f "$root/etc/updater/updater.toml"
 check "/etc/updater/updater.toml is a conffile" grep -qx '/etc/updater/updater.toml' "$root/var/lib/dpkg/info/updater.conffiles"
 check "conffile listed by dpkg -s" sh -c "dpkg --root='$root' -s updater | grep -q '^ /etc/updater/updater.toml '"
@@ -80,6 +93,36 @@ if $DPKG -P updater >/dev/null; then ok "dpkg -P"; else bad "dpkg -P"; fi
 check "conffile gone after purge" test ! -e "$root/etc/updater/updater.toml"
 check "state gone after purge" test ! -e "$root/var/lib/updater"
 check "timer symlink gone after purge" test ! -L "$root/etc/systemd/system/timers.target.wants/updater.timer"
+check "daemon unit gone after purge" test ! -e "$root/lib/systemd/system/updater-daemon.service"
+
+# manifest-server: binary, unit at the documented place (not enabled: it
+# needs a store and a key first), README.Debian, man page, completions.
+echo "check-deb: $server_deb -> $root"
+if $DPKG -i "$server_deb"; then ok "dpkg -i manifest-server"; else bad "dpkg -i manifest-server"; fi
+status=$(dpkg --root="$root" -s manifest-server 2>/dev/null | sed -n 's/^Status: //p')
+check "manifest-server state is 'install ok installed' (was: $status)" test "$status" = "install ok installed"
+check "/usr/bin/manifest-server runs --help" "$root/usr/bin/manifest-server" --help
+check "manifest-server.service as shipped" cmp "$root/lib/systemd/system/manifest-server.service" systemd/manifest-server.service
+check "manifest-server.service not enabled" test ! -e "$root/etc/systemd/system/multi-user.target.wants/manifest-server.service"
+check "manifest-server README.Debian" test -f "$root/usr/share/doc/manifest-server/README.Debian"
+check "man page manifest-server.1.gz" sh -c "gzip -dc '$root/usr/share/man/man1/manifest-server.1.gz' | grep -q '^\.TH manifest-server 1'"
+check "manifest-server bash completion" bash -n "$root/usr/share/bash-completion/completions/manifest-server"
+if $DPKG -P manifest-server >/dev/null; then ok "dpkg -P manifest-server"; else bad "dpkg -P manifest-server"; fi
+check "manifest-server gone after purge" test ! -e "$root/usr/bin/manifest-server"
+
+# manifest-builder: binary, man page, completions.
+echo "check-deb: $builder_deb -> $root"
+if $DPKG -i "$builder_deb"; then ok "dpkg -i manifest-builder"; else bad "dpkg -i manifest-builder"; fi
+status=$(dpkg --root="$root" -s manifest-builder 2>/dev/null | sed -n 's/^Status: //p')
+check "manifest-builder state is 'install ok installed' (was: $status)" test "$status" = "install ok installed"
+check "/usr/bin/manifest-builder runs --version" "$root/usr/bin/manifest-builder" --version
+check "/usr/bin/manifest-builder keygen writes a key pair" sh -c \
+    "'$root/usr/bin/manifest-builder' keygen --out '$root/tmp-key' && test -s '$root/tmp-key.pub' && test -s '$root/tmp-key.key'"
+rm -f "$root/tmp-key.pub" "$root/tmp-key.key"
+check "man page manifest-builder.1.gz" sh -c "gzip -dc '$root/usr/share/man/man1/manifest-builder.1.gz' | grep -q '^\.TH manifest-builder 1'"
+check "manifest-builder bash completion" bash -n "$root/usr/share/bash-completion/completions/manifest-builder"
+if $DPKG -P manifest-builder >/dev/null; then ok "dpkg -P manifest-builder"; else bad "dpkg -P manifest-builder"; fi
+check "manifest-builder gone after purge" test ! -e "$root/usr/bin/manifest-builder"
 
 if [ "$fails" -ne 0 ]; then
     echo "check-deb: $fails check(s) failed"

@@ -11,6 +11,8 @@
 #   PROFILE=dist|release (default: dist if Cargo.toml defines it, else release)
 #   PACKAGES="updater manifest-server" (default)
 # Prints, per target: stripped updater size, `file` output, build time.
+# Fails when the stripped aarch64 updater is over 4 MiB (issue 7's budget for
+# the device binary). Binaries land in ${CARGO_TARGET_DIR:-target}/<T>/<profile>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,10 @@ for a in "$@"; do
 done
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 packages=${PACKAGES:-"updater manifest-server"}
+target_dir=${CARGO_TARGET_DIR:-target}
+# The stripped arm64 updater must fit in this (4 MiB).
+MAX_ARM64_UPDATER=4194304
+over=()
 
 if [ -z "${PROFILE:-}" ]; then
   if grep -q '^\[profile\.dist\]' Cargo.toml; then PROFILE=dist; else PROFILE=release; fi
@@ -66,7 +72,7 @@ for t in "${targets[@]}"; do
   cargo build --locked --profile "$PROFILE" --target "$t" "${pkg_args[@]}"
   secs=$(( $(date +%s) - start ))
 
-  out="target/$t/$PROFILE"
+  case "$PROFILE" in dev) out="$target_dir/$t/debug" ;; *) out="$target_dir/$t/$PROFILE" ;; esac
   for p in $packages; do
     stripped="$out/$p.stripped"
     cp "$out/$p" "$stripped"
@@ -75,6 +81,15 @@ for t in "${targets[@]}"; do
     printf '%s %s: %d bytes stripped (%.2f MiB), unstripped %d\n' \
       "$t" "$p" "$size" "$(awk -v s="$size" 'BEGIN{print s/1048576}')" "$(stat -c %s "$out/$p")"
     file "$stripped"
+    if [ "$t" = aarch64-unknown-linux-gnu ] && [ "$p" = updater ] && [ "$size" -gt "$MAX_ARM64_UPDATER" ]; then
+      echo "FAIL: $t updater is $size bytes stripped, over the $MAX_ARM64_UPDATER-byte (4 MiB) budget" >&2
+      over+=("$t $p $size")
+    fi
   done
   echo "$t: build time ${secs}s"
 done
+
+if [ ${#over[@]} -gt 0 ]; then
+  echo "cross-build: over the size budget: ${over[*]}" >&2
+  exit 1
+fi

@@ -8,6 +8,7 @@
 //! a loud error, never a silent zero: a rollout must not advance on numbers
 //! it could not read.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct CohortStats {
     pub devices: u64,
     #[serde(default)]
     pub silent: u64,
+    /// Devices by the version they run now (`versions` in the summary).
+    #[serde(default)]
+    pub versions: BTreeMap<String, u64>,
     #[serde(default)]
     pub targets: Vec<TargetStats>,
 }
@@ -52,6 +56,14 @@ pub struct TargetStats {
     pub first_report_at: Option<String>,
     #[serde(default)]
     pub last_report_at: Option<String>,
+    /// Devices by the version they ran before their latest attempt at this
+    /// one (absent from servers older than the field: empty).
+    #[serde(default)]
+    pub from_versions: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub on_target: u64,
+    #[serde(default)]
+    pub in_progress: u64,
 }
 
 impl Fleet {
@@ -59,12 +71,11 @@ impl Fleet {
     /// has reported about it yet.
     pub fn target(&self, cohort: &str, version: &manifest::Version) -> Option<&TargetStats> {
         let version = version.to_string();
-        self.cohorts
-            .iter()
-            .find(|c| c.cohort == cohort)?
-            .targets
-            .iter()
-            .find(|t| t.version == version)
+        self.cohort(cohort)?.targets.iter().find(|t| t.version == version)
+    }
+
+    pub fn cohort(&self, cohort: &str) -> Option<&CohortStats> {
+        self.cohorts.iter().find(|c| c.cohort == cohort)
     }
 }
 

@@ -55,6 +55,16 @@ pub fn promote(req: PromoteRequest<'_>) -> Result<CohortManifest> {
     trusted.extend(crate::root::release_keys(&store)?);
     let trust = trust_for(req.keys, &trusted, 1)?;
     let release = trust.verify_release(&rel, &pair.bytes, &signature)?;
+    // The file name is not signed, the content is: a validly signed 1.1.0
+    // copied to releases/1.0.0.json must not become a cohort's "1.0.0".
+    if release.version != req.version {
+        return Err(Error::Refused(format!(
+            "{} holds release {}, not {}: the file was renamed or copied; restore it with `manifest-builder release`",
+            store.path(&rel).display(),
+            release.version,
+            req.version
+        )));
+    }
 
     let cohort_rel = cohort_path(&req.cohort);
     let previous = match store.read_pair(&cohort_rel)? {

@@ -68,6 +68,11 @@ impl Store {
     /// between the two renames is never visible to devices.)
     pub fn write_signed(&self, rel: &str, bytes: &[u8], signature: &str) -> Result<()> {
         write_atomic(&self.path(rel), bytes)?;
+        self.write_signature(rel, signature)
+    }
+
+    /// Write (replace) the signature file of the manifest at `rel`.
+    pub fn write_signature(&self, rel: &str, signature: &str) -> Result<()> {
         write_atomic(&self.path(&signature_path(rel)), signature.as_bytes())
     }
 

@@ -5,6 +5,9 @@
 //! exists with the declared size and hash and passes the device's
 //! safe-unpack rules, how soon each cohort manifest expires, and the root
 //! of trust (`keys.json`) when there is one.
+//!
+//! A file that cannot be read is a problem about that file, not the end of
+//! the audit; only a store directory that cannot be listed stops it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,7 +24,7 @@ use manifest::{
 
 use crate::error::Result;
 use crate::pack::hash_file;
-use crate::store::Store;
+use crate::store::{Pair, Store};
 
 /// Cohort manifests expiring sooner than this get a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -58,7 +61,7 @@ pub const KEYS_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 /// given keys (pass the root keys), consistent with its own roots, not
 /// expiring soon, and present in the `keys/` history devices walk.
 fn check_keys(store: &Store, trust: &TrustedKeys, now: Timestamp, report: &mut Report) -> Result<()> {
-    let Some(pair) = store.read_pair(KEYS_PATH)? else {
+    let Some(pair) = read_or_report(store, KEYS_PATH, report) else {
         return Ok(());
     };
     let Some(sig) = pair.signature else {
@@ -87,12 +90,24 @@ fn check_keys(store: &Store, trust: &TrustedKeys, now: Timestamp, report: &mut R
         ));
     }
     let history = keys_history_path(ring.version());
-    if store.read_pair(&history)?.is_none_or(|p| p.bytes != pair.bytes) {
+    if read_or_report(store, &history, report).is_none_or(|p| p.bytes != pair.bytes) {
         report.warnings.push(format!(
             "{history} is missing or differs from {KEYS_PATH}: devices that missed a root rotation cannot catch up"
         ));
     }
     Ok(())
+}
+
+/// Read a manifest and its signature; a read error is recorded as a
+/// problem (it names the file) and reads as absent.
+fn read_or_report(store: &Store, rel: &str, report: &mut Report) -> Option<Pair> {
+    match store.read_pair(rel) {
+        Ok(pair) => pair,
+        Err(e) => {
+            report.problems.push(format!("{rel}: cannot be read: {e}"));
+            None
+        }
+    }
 }
 
 /// Read, verify and parse one manifest; on a bad signature, record the
@@ -104,7 +119,7 @@ fn load<T>(
     verify: impl FnOnce(&[u8], &[u8]) -> std::result::Result<manifest::Verified<T>, manifest::VerifyError>,
     parse: fn(&[u8]) -> std::result::Result<T, manifest::DocumentError>,
 ) -> Result<Option<(T, Vec<u8>)>> {
-    let Some(pair) = store.read_pair(rel)? else {
+    let Some(pair) = read_or_report(store, rel, report) else {
         return Ok(None);
     };
     match &pair.signature {
@@ -130,7 +145,10 @@ type Releases = BTreeMap<Version, (ReleaseManifest, Sha256Hex, u64)>;
 
 fn check_releases(store: &Store, trust: &TrustedKeys, report: &mut Report) -> Result<Releases> {
     let mut releases = Releases::new();
-    let mut artifacts_checked: BTreeSet<Sha256Hex> = BTreeSet::new();
+    let mut artifacts_seen: BTreeSet<Sha256Hex> = BTreeSet::new();
+    // A shared artifact is checked again for each different declaration:
+    // every release's `size` and `unpacked_size` must hold for it.
+    let mut artifacts_checked: BTreeSet<(Sha256Hex, u64, u64)> = BTreeSet::new();
     for stem in store.list(RELEASES_DIR)? {
         let rel = format!("{RELEASES_DIR}/{stem}.json");
         report.releases += 1;
@@ -150,9 +168,11 @@ fn check_releases(store: &Store, trust: &TrustedKeys, report: &mut Report) -> Re
             ));
         }
         for c in &doc.components {
-            if artifacts_checked.insert(c.sha256) {
+            if artifacts_seen.insert(c.sha256) {
                 report.artifacts += 1;
-                check_artifact(store, &rel, c, report)?;
+            }
+            if artifacts_checked.insert((c.sha256, c.size, c.unpacked_size)) {
+                check_artifact(store, &rel, c, report);
             }
         }
         releases.insert(
@@ -163,14 +183,27 @@ fn check_releases(store: &Store, trust: &TrustedKeys, report: &mut Report) -> Re
     Ok(releases)
 }
 
-fn check_artifact(store: &Store, rel: &str, c: &manifest::Component, report: &mut Report) -> Result<()> {
+/// Every finding, read errors included, goes to `report`.
+fn check_artifact(store: &Store, rel: &str, c: &manifest::Component, report: &mut Report) {
     let path = store.path(&format!("{ARTIFACTS_DIR}/{}", c.sha256));
     let what = format!("{rel}: component {} (artifacts/{})", c.name, c.sha256);
     let size = match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => {
+            report
+                .problems
+                .push(format!("{what}: artifact is not a regular file"));
+            return;
+        }
         Ok(m) => m.len(),
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.problems.push(format!("{what}: artifact is missing"));
-            return Ok(());
+            return;
+        }
+        Err(e) => {
+            report
+                .problems
+                .push(format!("{what}: artifact cannot be read: {e}"));
+            return;
         }
     };
     if size != c.size {
@@ -178,19 +211,33 @@ fn check_artifact(store: &Store, rel: &str, c: &manifest::Component, report: &mu
             "{what}: artifact is {size} bytes, the manifest says {}",
             c.size
         ));
-        return Ok(());
+        return;
     }
-    let (hash, _) = hash_file(&path)?;
+    let hash = match hash_file(&path) {
+        Ok((hash, _)) => hash,
+        Err(e) => {
+            report
+                .problems
+                .push(format!("{what}: artifact cannot be read: {e}"));
+            return;
+        }
+    };
     if hash != c.sha256 {
         report.problems.push(format!(
             "{what}: artifact content does not match its hash (sha256 is {hash})"
         ));
-        return Ok(());
+        return;
     }
-    let file = std::fs::File::open(&path).map_err(|source| crate::error::Error::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            report.problems.push(format!(
+                "{what}: artifact cannot be read: {}: {e}",
+                path.display()
+            ));
+            return;
+        }
+    };
     if let Err(e) = archive::scan(
         std::io::BufReader::with_capacity(1 << 16, file),
         Limits::unpacked(c.unpacked_size),
@@ -199,7 +246,6 @@ fn check_artifact(store: &Store, rel: &str, c: &manifest::Component, report: &mu
             .problems
             .push(format!("{what}: devices would refuse it: {e}"));
     }
-    Ok(())
 }
 
 fn check_cohorts(

@@ -82,6 +82,10 @@ fn workspace() -> tempfile::TempDir {
 }
 
 fn release(d: &Path, version: &str) -> Run {
+    release_signed_by(d, version, "keys/dev.key")
+}
+
+fn release_signed_by(d: &Path, version: &str, key: &str) -> Run {
     builder(
         d,
         &[
@@ -99,7 +103,7 @@ fn release(d: &Path, version: &str) -> Run {
             "--component",
             "config=config",
             "--key",
-            "keys/dev.key",
+            key,
         ],
     )
 }
@@ -322,6 +326,81 @@ fn releases_are_immutable_and_republishing_is_a_no_op() {
     assert_eq!(fs::read(d.join("store/releases/1.0.0.json")).unwrap(), first);
 }
 
+/// File names under `store/artifacts`, staging leftovers included.
+fn artifact_names(d: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(d.join("store/artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_release_refused_as_immutable_stores_no_artifact() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    let before = artifact_names(d);
+    fs::write(d.join("config/app.conf"), "volume=11\n").unwrap();
+    let err = release(d, "1.0.0").fails();
+    assert!(err.contains("immutable"), "{err}");
+    assert_eq!(artifact_names(d), before, "the refused release left artifacts");
+}
+
+#[test]
+fn an_identical_release_missing_its_signature_is_signed_again() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    let manifest = d.join("store/releases/1.0.0.json");
+    let signature = d.join("store/releases/1.0.0.json.minisig");
+    let bytes = fs::read(&manifest).unwrap();
+    // A crash between the manifest's rename and the signature's.
+    fs::remove_file(&signature).unwrap();
+    let out = release(d, "1.0.0").ok();
+    assert!(!out.contains("already published"), "{out}");
+    assert_eq!(fs::read(&manifest).unwrap(), bytes, "the release was rewritten");
+    builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]).ok();
+    let out = release(d, "1.0.0").ok();
+    assert!(out.contains("already published"), "{out}");
+
+    // A signature by another key is not "already published" for this one,
+    // and is not ours to replace.
+    builder(d, &["keygen", "--out", "keys/other"]).ok();
+    let by_dev = fs::read(&signature).unwrap();
+    let err = release_signed_by(d, "1.0.0", "keys/other.key").fails();
+    assert!(
+        err.contains("releases/1.0.0.json has identical content, but its signature does not verify"),
+        "{err}"
+    );
+    assert!(err.contains("sign --append"), "{err}");
+    assert_eq!(fs::read(&signature).unwrap(), by_dev);
+}
+
+#[test]
+fn promote_refuses_a_release_file_holding_another_version() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    fs::write(d.join("config/app.conf"), "volume=11\n").unwrap();
+    release(d, "1.1.0").ok();
+    // Validly signed 1.1.0 bytes under the name of 1.0.0.
+    for suffix in ["", ".minisig"] {
+        fs::copy(
+            d.join(format!("store/releases/1.1.0.json{suffix}")),
+            d.join(format!("store/releases/1.0.0.json{suffix}")),
+        )
+        .unwrap();
+    }
+    let err = promote(d, "1.0.0", &[]).fails();
+    assert!(
+        err.contains("releases/1.0.0.json holds release 1.1.0, not 1.0.0"),
+        "{err}"
+    );
+    assert!(!d.join("store/cohorts/stable.json").exists());
+}
+
 #[test]
 fn promote_pins_the_release_and_bumps_the_sequence() {
     let ws = workspace();
@@ -414,6 +493,19 @@ fn cosigning_meets_a_threshold_of_two_and_the_same_key_twice_does_not() {
     let d = ws.path();
     builder(d, &["keygen", "--out", "keys/ops"]).ok();
     release(d, "1.0.0").ok();
+    // The release is co-signed properly, so every failure below is the
+    // cohort manifest's alone.
+    builder(
+        d,
+        &[
+            "sign",
+            "--append",
+            "--key",
+            "keys/ops.key",
+            "store/releases/1.0.0.json",
+        ],
+    )
+    .ok();
     promote(d, "1.0.0", &[]).ok();
     let two = [
         "verify",
@@ -425,8 +517,14 @@ fn cosigning_meets_a_threshold_of_two_and_the_same_key_twice_does_not() {
         "--threshold",
         "2",
     ];
-    let out = builder(d, &two).fails();
-    assert!(out.contains("1 of 2 required"), "{out}");
+    let only_the_cohort_short = |err: &str| {
+        assert!(
+            err.contains("cohorts/stable.json: signature refused: 1 of 2 required distinct trusted key(s)"),
+            "{err}"
+        );
+        assert!(!err.contains("releases/1.0.0.json"), "{err}");
+    };
+    only_the_cohort_short(&builder(d, &two).fails());
     // The same key appended again does not count twice.
     let err = builder(
         d,
@@ -444,11 +542,19 @@ fn cosigning_meets_a_threshold_of_two_and_the_same_key_twice_does_not() {
     let sig = d.join("store/cohorts/stable.json.minisig");
     let once = fs::read_to_string(&sig).unwrap();
     fs::write(&sig, format!("{once}{once}")).unwrap();
-    builder(d, &two).fails();
+    only_the_cohort_short(&builder(d, &two).fails());
     fs::write(&sig, &once).unwrap();
-    for rel in ["store/cohorts/stable.json", "store/releases/1.0.0.json"] {
-        builder(d, &["sign", "--append", "--key", "keys/ops.key", rel]).ok();
-    }
+    builder(
+        d,
+        &[
+            "sign",
+            "--append",
+            "--key",
+            "keys/ops.key",
+            "store/cohorts/stable.json",
+        ],
+    )
+    .ok();
     builder(d, &two).ok();
 }
 
@@ -456,7 +562,7 @@ fn cosigning_meets_a_threshold_of_two_and_the_same_key_twice_does_not() {
 #[test]
 fn verify_names_the_file_and_reason_for_each_tampering() {
     type Tamper = Box<dyn Fn(&Path)>;
-    let cases: Vec<(&str, Tamper, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &[&str])> = vec![
         (
             "one byte of the manifest",
             Box::new(|d| {
@@ -466,12 +572,19 @@ fn verify_names_the_file_and_reason_for_each_tampering() {
                     "\"sequence\": 7",
                 )
             }),
-            "does not match the signed bytes",
+            &[
+                "cohorts/stable.json.minisig: signature by key",
+                "does not match the signed bytes",
+            ],
         ),
         (
+            // One base64 character inside the Ed25519 signature itself.
             "the signature line",
             Box::new(|d| edit_line(&d.join("store/cohorts/stable.json.minisig"), 1)),
-            "stable.json",
+            &[
+                "cohorts/stable.json.minisig: signature by key",
+                "does not match the signed bytes",
+            ],
         ),
         (
             "the trusted comment",
@@ -482,7 +595,7 @@ fn verify_names_the_file_and_reason_for_each_tampering() {
                     "file:stable.jsoN",
                 )
             }),
-            "trusted comment",
+            &["cohorts/stable.json.minisig", "trusted comment"],
         ),
         (
             "an untrusted key",
@@ -496,10 +609,10 @@ fn verify_names_the_file_and_reason_for_each_tampering() {
                 )
                 .unwrap();
             }),
-            "untrusted key",
+            &["cohorts/stable.json: signature refused", "untrusted key"],
         ),
     ];
-    for (what, tamper, reason) in cases {
+    for (what, tamper, reasons) in cases {
         let ws = workspace();
         let d = ws.path();
         release(d, "1.0.0").ok();
@@ -507,10 +620,9 @@ fn verify_names_the_file_and_reason_for_each_tampering() {
         builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]).ok();
         tamper(d);
         let err = builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]).fails();
-        assert!(
-            err.contains("cohorts/stable.json") && err.contains(reason),
-            "{what}: {err}"
-        );
+        for reason in reasons {
+            assert!(err.contains(reason), "{what}: {reason:?} not in {err}");
+        }
     }
 }
 
@@ -579,6 +691,88 @@ fn verify_reports_every_problem_not_just_the_first() {
         "{err}"
     );
     assert!(run.stdout().contains("3 problem(s)"), "{}", run.stdout());
+}
+
+#[test]
+fn verify_reports_an_unreadable_file_and_goes_on() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    fs::write(d.join("config/app.conf"), "volume=11\n").unwrap();
+    release(d, "1.1.0").ok();
+    promote(d, "1.0.0", &[]).ok();
+    // Root reads through chmod 000; nobody reads a directory as a file.
+    let manifest = d.join("store/releases/1.0.0.json");
+    fs::remove_file(&manifest).unwrap();
+    fs::create_dir(&manifest).unwrap();
+    let doc =
+        manifest::ReleaseManifest::parse(&fs::read(d.join("store/releases/1.1.0.json")).unwrap()).unwrap();
+    let config = d.join("store/artifacts").join(doc.components[1].sha256.to_hex());
+    fs::remove_file(&config).unwrap();
+    fs::create_dir(&config).unwrap();
+
+    let run = builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: releases/1.0.0.json: cannot be read:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("releases/1.1.0.json: component config") && err.contains("not a regular file"),
+        "{err}"
+    );
+    // The cohort was still checked, against what could not be read.
+    assert!(
+        err.contains(
+            "cohorts/stable.json: targets version 1.0.0, but releases/1.0.0.json is missing or unreadable"
+        ),
+        "{err}"
+    );
+    assert!(run.stdout().contains("3 problem(s)"), "{}", run.stdout());
+}
+
+#[test]
+fn verify_checks_a_shared_artifact_against_every_release() {
+    let ws = workspace();
+    let d = ws.path();
+    release(d, "1.0.0").ok();
+    release(d, "1.1.0").ok();
+    release(d, "1.2.0").ok();
+    builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]).ok();
+    // Later releases declare other sizes for the same artifacts, signed.
+    let key = SecretKey::parse(&fs::read_to_string(d.join("keys/dev.key")).unwrap()).unwrap();
+    let redeclare = |version: &str, edit: &dyn Fn(&mut manifest::Component)| {
+        let path = d.join(format!("store/releases/{version}.json"));
+        let mut doc = manifest::ReleaseManifest::parse(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut doc.components[1]);
+        let bytes = to_pretty_bytes(&doc);
+        let sig = key
+            .sign(&bytes, &format!("timestamp:0\tfile:{version}.json"))
+            .unwrap();
+        fs::write(&path, &bytes).unwrap();
+        fs::write(
+            d.join(format!("store/releases/{version}.json.minisig")),
+            signatures_to_text(&[sig]),
+        )
+        .unwrap();
+    };
+    redeclare("1.1.0", &|c| c.unpacked_size = 1);
+    redeclare("1.2.0", &|c| c.size += 1);
+    let run = builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("releases/1.1.0.json: component config")
+            && err.contains("more than the declared 1 bytes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("releases/1.2.0.json: component config") && err.contains("the manifest says"),
+        "{err}"
+    );
+    assert!(run.stdout().contains("2 problem(s)"), "{}", run.stdout());
+    assert!(run.stdout().contains("2 artifact(s)"), "{}", run.stdout());
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! `Args` is what clap parses; `Config` is what the server runs with. The
 //! resolution step does every check that can fail before any socket is
 //! opened: the store directory and its three subdirectories exist and are
-//! real directories (not symlinks, so a file served from `artifacts/` is
-//! always inside the store: see `files`), and every key file reads and parses
+//! real directories, and `keys/`, when present, is one too (not symlinks:
+//! nothing is served or loaded through a link; the server enforces that at
+//! every open, see `files::StoreRoot`, this only fails early with a clear
+//! message), and every key file reads and parses
 //! as a minisign public key, and with `--reports-db` the report tokens
 //! read (the database itself is opened by `Server::bind`). Each failure is
 //! one line naming the path.
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use manifest::store::{ARTIFACTS_DIR, COHORTS_DIR, RELEASES_DIR};
-use manifest::{MinisignError, PublicKey, TrustError, TrustedKeys};
+use manifest::{MinisignError, PublicKey, TrustError, TrustedKeys, KEYS_HISTORY_DIR};
 
 use crate::reports::{Auth, ReportsConfig, TokenFileError};
 
@@ -188,11 +190,18 @@ fn check_store(path: &Path) -> Result<PathBuf, ConfigError> {
             path: path.to_path_buf(),
         });
     }
-    for dir in [COHORTS_DIR, RELEASES_DIR, ARTIFACTS_DIR] {
+    // keys/ (the root of trust's history) is optional: `keys init` makes it.
+    for (dir, required) in [
+        (COHORTS_DIR, true),
+        (RELEASES_DIR, true),
+        (ARTIFACTS_DIR, true),
+        (KEYS_HISTORY_DIR, false),
+    ] {
         // symlink_metadata: the subdirectory itself must not be a link, or
         // `artifacts/<hash>` could resolve anywhere on the machine.
         let meta = match std::fs::symlink_metadata(root.join(dir)) {
             Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ConfigError::SubdirMissing {
                     store: path.to_path_buf(),
@@ -269,6 +278,19 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("artifacts")).unwrap();
         let err = parse(dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("artifacts/ is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn keys_dir_is_optional_but_not_a_symlink() {
+        let dir = store();
+        parse(dir.path(), &[]).unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        parse(dir.path(), &[]).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(dir.path().join("keys")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("keys")).unwrap();
+        let err = parse(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("keys/ is a symbolic link"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! What a URL path may name, the HTTP validators and ranges, and artifact
-//! streaming (DESIGN: The store, manifest-server).
+//! What a URL path may name, the HTTP validators and ranges, opening files
+//! below the store root, and artifact streaming (DESIGN: The store,
+//! manifest-server).
 //!
 //! Path rule: a servable path is exactly `/<top>/<name>` with `<top>` one of
-//! `cohorts`, `releases`, `artifacts`, built only from the characters that
+//! `cohorts`, `releases`, `artifacts`, `keys` (the root of trust's history,
+//! `keys/<n>.json`), or exactly `/keys.json` (the root of trust), each
+//! manifest also with its `.minisig`; built only from the characters that
 //! store names can contain (`A-Za-z0-9._+-`), and `<name>` not starting with
 //! a dot. The check runs on the raw, undecoded path, so `%2e%2e`, `%2f`,
 //! `%5c`, `%00` (any `%`), `..`, `//`, backslashes and dotfiles are all
@@ -10,23 +13,30 @@
 //! twice. Directories are never named by such a path, so there are no
 //! listings. Artifact names must also be 64 lowercase hex digits.
 //!
-//! Artifacts are opened per request with `O_NOFOLLOW` (a symlink planted in
-//! `artifacts/` is refused; `artifacts/` itself was checked not to be a link
-//! at start, see `config`) and must be regular files. They are streamed in
-//! `CHUNK`s, never read whole: from the page cache on the worker thread when
-//! the data is cached, from the blocking pool when it is not (see
-//! `ArtifactReader`). The open itself is done inline, as nginx does: it is
-//! one short metadata syscall.
+//! Every file under the store, artifact or manifest, is opened through
+//! `StoreRoot`: relative to a descriptor of the store directory taken once at
+//! start, one path component at a time, each with `O_NOFOLLOW`, so neither a
+//! symlink planted as the file nor a directory (`artifacts/`, `keys/`, ...)
+//! replaced by a symlink after start can lead outside the store. The check
+//! is made by the kernel at open time, not once at start (`config` checks
+//! the layout at start only to fail early with a clear message). Files must
+//! be regular files.
+//!
+//! Artifacts are streamed in `CHUNK`s, never read whole: from the page cache
+//! on the worker thread when the data is cached, from the blocking pool when
+//! it is not (see `ArtifactReader`). The open itself is done inline, as nginx
+//! does: two short metadata syscalls (the directory, then the file).
 //!
 //! Conditional requests follow RFC 9110 section 13.2.2: `If-Match` (strong
 //! comparison) first, then `If-None-Match` (weak), then `Range` with
 //! `If-Range`. `Last-Modified` is not sent, so date validators never match.
 
-use std::fs::File;
+use std::ffi::CString;
+use std::fs::{File, Metadata};
 use std::future::Future as _;
 use std::io;
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,28 +274,215 @@ pub fn parse_range(value: &str, len: u64) -> RangeDecision {
     }
 }
 
+// ---------------------------------------------------------------- the store
+
+/// Why a file below the store root could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("missing")]
+    Missing,
+    /// `{0}` is the store path of the link (`keys/`, `cohorts/stable.json`).
+    #[error("{0} is a symbolic link; nothing is served or loaded through a link")]
+    Symlink(String),
+    #[error("{0} is not a directory")]
+    NotDirectory(String),
+    #[error("is not a regular file")]
+    NotRegular,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The store directory, opened once at start; every file below it is opened
+/// relative to it, component by component, refusing symlinks at each step.
+///
+/// Why a walk with `openat(O_NOFOLLOW)` rather than the alternatives:
+/// `O_NOFOLLOW` on a whole path only protects its last component; checking
+/// each directory with `lstat` before opening by path leaves a window in
+/// which the directory can be swapped for a link; `openat2` with
+/// `RESOLVE_NO_SYMLINKS` does it in one call but needs Linux 5.6 and is
+/// missing from older seccomp allow-lists (`SystemCallFilter=`), so it would
+/// need this walk as a fallback anyway. Store paths have at most two
+/// components, so the walk costs one extra `openat` per file, and each step
+/// is decided by the kernel on the very inode that is then used.
+#[derive(Debug, Clone)]
+pub struct StoreRoot {
+    fd: Arc<OwnedFd>,
+    path: Arc<Path>,
+}
+
+/// A directory below (or at) the store root, opened without following links.
+pub struct StoreDir<'a> {
+    root: &'a StoreRoot,
+    /// `None`: the root itself.
+    fd: Option<OwnedFd>,
+    /// Store path of the directory, with its trailing `/` (empty for the root).
+    prefix: String,
+}
+
+/// Flags for every step: never follow a link, never leak the descriptor
+/// into a child process.
+const STEP_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+impl StoreRoot {
+    /// Open the store directory (`path` is canonical: see `config`).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(Self {
+            fd: Arc::new(dir.into()),
+            path: path.into(),
+        })
+    }
+
+    /// The store directory's path, for messages and listings.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open the directory at store path `rel` (`"cohorts"`; `""` is the root).
+    pub fn open_dir(&self, rel: &str) -> Result<StoreDir<'_>, OpenError> {
+        let mut dir = StoreDir {
+            root: self,
+            fd: None,
+            prefix: String::new(),
+        };
+        for name in rel.split('/').filter(|c| !c.is_empty()) {
+            let stored = format!("{}{name}/", dir.prefix);
+            let fd = match openat(dir.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing),
+                // O_NOFOLLOW | O_DIRECTORY on a link is ENOTDIR, like a file:
+                // ask which one it is, for the message only.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                    // Without the trailing `/`, which would resolve the link.
+                    let is_link = std::fs::symlink_metadata(self.path.join(&stored[..stored.len() - 1]))
+                        .is_ok_and(|m| m.file_type().is_symlink());
+                    return Err(if is_link {
+                        OpenError::Symlink(stored)
+                    } else {
+                        OpenError::NotDirectory(stored)
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            dir.fd = Some(fd);
+            dir.prefix = stored;
+        }
+        Ok(dir)
+    }
+
+    /// Open the regular file at store path `rel` (`"artifacts/<sha256>"`,
+    /// `"keys.json"`) with no link anywhere below the root.
+    pub fn open_file(&self, rel: &str) -> Result<(File, Metadata), OpenError> {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        self.open_dir(dir)?.open_file(name)
+    }
+}
+
+impl StoreDir<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            None => self.root.fd.as_fd(),
+        }
+    }
+
+    /// Open the regular file `name` in this directory.
+    pub fn open_file(&self, name: &str) -> Result<(File, Metadata), OpenError> {
+        // NONBLOCK: a FIFO must not hang the caller (regular files ignore it).
+        let file = match openat(self.as_fd(), name, libc::O_RDONLY | libc::O_NONBLOCK) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(OpenError::Symlink(format!("{}{name}", self.prefix)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok((file, meta))
+    }
+}
+
+/// `openat(dir, name, flags | STEP_FLAGS)` for one path component.
+fn openat(dir: BorrowedFd<'_>, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // One component, and never one that climbs: callers pass validated
+    // names, this is the last line of defence.
+    if matches!(name, "" | "." | "..") || name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a file name"),
+        ));
+    }
+    let c_name = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `dir` is a live descriptor for the duration of the call and
+    // `c_name` a NUL-terminated string that outlives it.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr(), flags | STEP_FLAGS) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What identifies one version of a file: a replaced file (a rename over
+/// it) has another inode, an edited one another size or change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+}
+
+impl FileVersion {
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// When the file was last put in place (a rename sets it) or changed.
+    pub fn ctime(&self) -> (i64, i64) {
+        self.ctime
+    }
+}
+
 // ---------------------------------------------------------------- artifacts
 
+/// Set once `artifacts/` was found to be a link, so the error is logged
+/// once, not per request; cleared when an artifact opens again.
+static ARTIFACTS_DIR_REFUSED: AtomicBool = AtomicBool::new(false);
+
 /// Open `artifacts/<name>` for reading; `Ok(None)` when there is nothing
-/// servable by that name (missing, a symlink, not a regular file).
-pub fn open_artifact(artifacts: &Path, name: &str) -> io::Result<Option<(File, u64)>> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        // NOFOLLOW: refuse links; NONBLOCK: a FIFO must not hang the worker.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(artifacts.join(name))
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
-            return Ok(None)
+/// servable by that name (missing, a symlink, not a regular file, or
+/// `artifacts/` itself not a real directory).
+pub fn open_artifact(root: &StoreRoot, name: &str) -> io::Result<Option<(File, u64)>> {
+    match root.open_file(&format!("{ARTIFACTS_DIR}/{name}")) {
+        Ok((file, meta)) => {
+            if ARTIFACTS_DIR_REFUSED.load(Ordering::Relaxed) {
+                ARTIFACTS_DIR_REFUSED.store(false, Ordering::Relaxed);
+            }
+            Ok(Some((file, meta.len())))
         }
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(None);
+        Err(OpenError::Missing | OpenError::NotRegular) => Ok(None),
+        Err(e @ (OpenError::Symlink(_) | OpenError::NotDirectory(_))) => {
+            let dir_refused =
+                matches!(&e, OpenError::Symlink(p) | OpenError::NotDirectory(p) if p.ends_with('/'));
+            if dir_refused && !ARTIFACTS_DIR_REFUSED.swap(true, Ordering::Relaxed) {
+                log::error!("{e}: no artifact is served until it is a real directory again");
+            }
+            Ok(None)
+        }
+        Err(OpenError::Io(e)) => Err(e),
     }
-    Ok(Some((file, meta.len())))
 }
 
 /// Called once when a streamed body ends or is dropped, with the bytes sent.

@@ -20,7 +20,6 @@
 //! (and, per RFC 9110, without range processing).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +29,7 @@ use axum::response::Response;
 use http::header::{ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use crate::files::{self, Precondition, RangeDecision, Target};
+use crate::files::{self, Precondition, RangeDecision, StoreRoot, Target};
 use crate::metrics::{Metrics, PathClass};
 use crate::reports::{self, Reports};
 use crate::snapshot::SharedSnapshot;
@@ -51,7 +50,8 @@ const UNKNOWN_PEER: SocketAddr =
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
-    artifacts: PathBuf,
+    /// Artifacts are opened below it per request (`files::open_artifact`).
+    root: StoreRoot,
     snapshot: SharedSnapshot,
     metrics: Arc<Metrics>,
     access_log: bool,
@@ -61,7 +61,7 @@ struct Inner {
 
 impl AppState {
     pub fn new(
-        artifacts: PathBuf,
+        root: StoreRoot,
         snapshot: SharedSnapshot,
         metrics: Arc<Metrics>,
         access_log: bool,
@@ -69,7 +69,7 @@ impl AppState {
         reports: Option<Reports>,
     ) -> Self {
         Self(Arc::new(Inner {
-            artifacts,
+            root,
             snapshot,
             metrics,
             access_log,
@@ -95,7 +95,7 @@ struct AccessLine {
 impl AccessLine {
     fn emit(self, bytes: u64) {
         log::info!(
-            target: "manifest_server::access",
+            target: crate::logging::ACCESS_TARGET,
             "{} {} {} {} {} {:.3}ms",
             self.peer,
             self.method,
@@ -273,7 +273,7 @@ fn serve_artifact(
 ) -> Response {
     let method = req.method();
     let uri_path = req.uri().path();
-    let (file, len) = match files::open_artifact(&s.artifacts, name) {
+    let (file, len) = match files::open_artifact(&s.root, name) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return finish(

@@ -40,7 +40,6 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
 
-use manifest::store::ARTIFACTS_DIR;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -105,11 +104,17 @@ impl Server {
                  a broken or unsigned manifest will reach devices"
             );
         }
+        // Every file is opened below this descriptor, never through a link
+        // (`files::StoreRoot`).
+        let root = files::StoreRoot::open(&config.store).map_err(|source| ConfigError::StoreUnreadable {
+            path: config.store.clone(),
+            source,
+        })?;
         let verifying = config.trust.is_some();
         let metrics = Arc::new(Metrics::default());
         let snapshot = SharedSnapshot::default();
         let loader = Loader::new(
-            config.store.clone(),
+            root.clone(),
             config.trust,
             snapshot.clone(),
             metrics.clone(),
@@ -132,14 +137,7 @@ impl Server {
                 )
             }
         };
-        let state = http::AppState::new(
-            config.store.join(ARTIFACTS_DIR),
-            snapshot,
-            metrics,
-            config.access_log,
-            verifying,
-            reports,
-        );
+        let state = http::AppState::new(root, snapshot, metrics, config.access_log, verifying, reports);
         Ok(Self {
             listener,
             addr,

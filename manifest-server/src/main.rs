@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         return manifest_server::generate::main();
     }
     let args = Args::parse();
-    manifest_server::logging::init();
+    // Before anything can log; --access-log is honoured whatever RUST_LOG says.
+    manifest_server::logging::init(args.access_log);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

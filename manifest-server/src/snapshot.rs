@@ -8,8 +8,13 @@
 //! `Arc` swapped under a lock held for a pointer copy, so readers never wait
 //! for a reload.
 //!
-//! A reload rescans `cohorts/` and `releases/` and, for each `<name>.json`:
-//! 1. reads the manifest and its signature (regular files only, size-capped);
+//! A reload rescans `keys.json`, `keys/`, `cohorts/` and `releases/` and,
+//! for each `<name>.json`:
+//! 1. reads the manifest and its signature (regular files only, size-capped,
+//!    opened below the store root with no symlink on the way: a directory
+//!    replaced by a link is refused like a linked file, see
+//!    `files::StoreRoot`), then checks the manifest is still the same file,
+//!    re-reading both (a few times at most) if it was replaced meanwhile;
 //! 2. keeps the pair already served when the bytes are unchanged;
 //! 3. otherwise verifies it with the trusted keys (when `--keys` is set):
 //!    signature threshold, document validity, the name inside matching the
@@ -25,14 +30,24 @@
 //!    it changed meanwhile, the change produced a watch event and the next
 //!    scan judges the new bytes.
 //!
-//! A manifest deleted from disk stops being served. Without `--keys` every
-//! pair on disk is served as it is (the server warns once at start).
+//! A manifest deleted from disk stops being served.
+//!
+//! Without `--keys` every pair on disk is served as it is (the server warns
+//! once at start), but still only as a pair that was on disk together: with
+//! nothing to verify, the writer's order tells. A writer puts the manifest in
+//! place and then its signature, and a rename sets the file's change time,
+//! so a signature changed *after* the manifest belongs to it (the manifest
+//! was re-checked after the signature was read: no later pair can have slipped
+//! in). Anything else (the signature older, the same timestamp tick, no
+//! signature) may be a writer between its two renames: it is a suspect as
+//! above, and after the settle, if still the same bytes, it is served as it
+//! is, since that is what unverified mode serves. The cost is the settle
+//! time on such publishes; the order check assumes the clock did not step
+//! back between the two renames.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read as _};
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +58,7 @@ use manifest::{keys_history_path, KeysDocument, KEYS_HISTORY_DIR, KEYS_PATH};
 use manifest::{CohortName, TrustedKeys, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 use sha2::{Digest, Sha256};
 
+use crate::files::{FileVersion, OpenError, StoreDir, StoreRoot};
 use crate::metrics::Metrics;
 
 /// A manifest and its signature, as served together.
@@ -148,6 +164,11 @@ enum OnDisk {
     Files {
         manifest: Bytes,
         signature: Option<Bytes>,
+        /// The signature was put in place after the manifest, and the
+        /// manifest did not change while it was read: the two were written
+        /// as a pair. Only consulted without `--keys` (with keys, the
+        /// signature itself says whether they belong together).
+        settled: bool,
     },
     /// Present but not servable as a file (a symlink, unreadable, not a file).
     Broken(String),
@@ -159,7 +180,9 @@ impl OnDisk {
         let mut h = Sha256::new();
         match self {
             OnDisk::Gone => h.update(b"gone"),
-            OnDisk::Files { manifest, signature } => {
+            OnDisk::Files {
+                manifest, signature, ..
+            } => {
                 h.update(b"files");
                 h.update((manifest.len() as u64).to_le_bytes());
                 h.update(manifest);
@@ -178,7 +201,7 @@ impl OnDisk {
 
 /// Keeps the shared snapshot in step with the store. Used from one thread.
 pub struct Loader {
-    root: PathBuf,
+    root: StoreRoot,
     trust: Option<TrustedKeys>,
     shared: SharedSnapshot,
     metrics: Arc<Metrics>,
@@ -187,6 +210,8 @@ pub struct Loader {
     refused: HashMap<String, [u8; 32]>,
     /// File names already warned about as not being manifest names.
     ignored: HashSet<String>,
+    /// Directories already reported as symbolic links.
+    linked_dirs: HashSet<&'static str>,
     loaded_once: bool,
 }
 
@@ -195,7 +220,7 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 
 impl Loader {
     pub fn new(
-        root: PathBuf,
+        root: StoreRoot,
         trust: Option<TrustedKeys>,
         shared: SharedSnapshot,
         metrics: Arc<Metrics>,
@@ -209,6 +234,7 @@ impl Loader {
             settle,
             refused: HashMap::new(),
             ignored: HashSet::new(),
+            linked_dirs: HashSet::new(),
             loaded_once: false,
         }
     }
@@ -232,16 +258,16 @@ impl Loader {
                 }
                 continue;
             }
-            match self.evaluate(&path, &disk, served.map(Arc::as_ref)) {
+            match self.evaluate(&path, &disk, served.map(Arc::as_ref), false) {
                 Ok(pair) => {
                     self.accepted(&path, &pair, served.is_some());
                     next.insert(path, Arc::new(pair));
                 }
-                Err(reason) => {
+                Err(_) => {
                     if let Some(pair) = served {
                         next.insert(path.clone(), pair.clone());
                     }
-                    suspects.push((path, disk.fingerprint(), reason));
+                    suspects.push((path, disk.fingerprint()));
                 }
             }
         }
@@ -260,19 +286,27 @@ impl Loader {
         std::thread::sleep(self.settle);
         let current = self.shared.load();
         let mut next = current.pairs.clone();
-        for (path, first, first_reason) in suspects {
+        for (path, first) in suspects {
             let disk = read_pair(&self.root, &path);
             let served = current.get(&path);
             if matches!(disk, OnDisk::Gone) {
                 continue; // deleted meanwhile: the pending watch event rescans
             }
             if disk.fingerprint() == first {
-                self.refuse(&path, first, &first_reason, served.map(Arc::as_ref));
+                // The same bytes after the settle: no writer is between its
+                // renames any more, so this is what the store holds.
+                match self.evaluate(&path, &disk, served.map(Arc::as_ref), true) {
+                    Ok(pair) => {
+                        self.accepted(&path, &pair, served.is_some());
+                        next.insert(path, Arc::new(pair));
+                    }
+                    Err(reason) => self.refuse(&path, first, &reason, served.map(Arc::as_ref)),
+                }
                 continue;
             }
             // Changed during the settle: take it if it is now good; if not,
             // the change left a watch event behind and the next scan judges it.
-            if let Ok(pair) = self.evaluate(&path, &disk, served.map(Arc::as_ref)) {
+            if let Ok(pair) = self.evaluate(&path, &disk, served.map(Arc::as_ref), false) {
                 self.accepted(&path, &pair, served.is_some());
                 next.insert(path, Arc::new(pair));
             }
@@ -291,7 +325,9 @@ impl Loader {
     ) -> Option<Option<Arc<Pair>>> {
         match disk {
             OnDisk::Gone => return Some(None),
-            OnDisk::Files { manifest, signature } => {
+            OnDisk::Files {
+                manifest, signature, ..
+            } => {
                 if let Some(pair) = served.filter(|p| p.same_bytes(manifest, signature.as_deref())) {
                     // Back to the served bytes: a later identical bad edit
                     // deserves a report of its own.
@@ -355,7 +391,7 @@ impl Loader {
             log::info!(
                 "loaded {} manifest(s) from {} ({} bytes)",
                 snapshot.len(),
-                self.root.display(),
+                self.root.path().display(),
                 snapshot.bytes()
             );
             self.loaded_once = true;
@@ -368,11 +404,35 @@ impl Loader {
     /// the paths served from it (a transient error must not empty the store).
     fn list_manifests(&mut self, current: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
-        if self.root.join(KEYS_PATH).exists() || current.pairs.contains_key(KEYS_PATH) {
+        // symlink_metadata: a linked keys.json is listed, and then refused.
+        if self.root.path().join(KEYS_PATH).symlink_metadata().is_ok()
+            || current.pairs.contains_key(KEYS_PATH)
+        {
             out.push(KEYS_PATH.to_string());
         }
         for dir in [COHORTS_DIR, RELEASES_DIR, KEYS_HISTORY_DIR] {
-            let entries = match std::fs::read_dir(self.root.join(dir)) {
+            let dir_path = self.root.path().join(dir);
+            // Only to report it once and list nothing through it: what
+            // guarantees that nothing is read through a link is the open
+            // (`read_pair`), which a swap after this check cannot fool.
+            if dir_path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                if self.linked_dirs.insert(dir) {
+                    log::error!(
+                        "{dir}/ in the store is a symbolic link: nothing is loaded through it \
+                         until it is a real directory again"
+                    );
+                }
+                // Its manifests already served are judged one by one: each
+                // is refused, and its last good pair kept.
+                let prefix = format!("{dir}/");
+                out.extend(current.pairs.keys().filter(|k| k.starts_with(&prefix)).cloned());
+                continue;
+            }
+            self.linked_dirs.remove(dir);
+            let entries = match std::fs::read_dir(&dir_path) {
                 Ok(entries) => entries,
                 // A store without a root of trust has no keys/ history.
                 Err(e) if dir == KEYS_HISTORY_DIR && e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -417,9 +477,21 @@ impl Loader {
     }
 
     /// Decide whether what is on disk may be served, and build its pair.
-    fn evaluate(&self, path: &str, disk: &OnDisk, served: Option<&Pair>) -> Result<Pair, String> {
-        let (manifest, signature) = match disk {
-            OnDisk::Files { manifest, signature } => (manifest, signature),
+    /// `waited`: the same bytes were read again after the settle time, so a
+    /// pair not known to be settled is taken as it is (unverified mode).
+    fn evaluate(
+        &self,
+        path: &str,
+        disk: &OnDisk,
+        served: Option<&Pair>,
+        waited: bool,
+    ) -> Result<Pair, String> {
+        let (manifest, signature, settled) = match disk {
+            OnDisk::Files {
+                manifest,
+                signature,
+                settled,
+            } => (manifest, signature, *settled),
             OnDisk::Broken(reason) => return Err(reason.clone()),
             OnDisk::Gone => return Err(format!("{path}: gone")),
         };
@@ -428,6 +500,17 @@ impl Loader {
                 return Err(format!(
                     "{path}: {} bytes is over the {MAX_MANIFEST_BYTES}-byte limit for a manifest",
                     manifest.len()
+                ));
+            }
+            // A path served for the first time (a new release) cannot be
+            // mixed with an older signature of its own: with both files in
+            // place it is taken at once, so a release is never held back
+            // behind the cohort manifest that names it.
+            let first_pair = served.is_none() && signature.is_some();
+            if !settled && !waited && !first_pair {
+                return Err(format!(
+                    "{path}: its signature may not be in place yet; judged again in {} ms",
+                    self.settle.as_millis()
                 ));
             }
             return Ok(Pair::new(manifest.clone(), signature.clone(), None));
@@ -505,47 +588,78 @@ fn etag_str(v: &HeaderValue) -> &str {
     v.to_str().unwrap_or("?")
 }
 
-fn read_pair(root: &Path, path: &str) -> OnDisk {
-    let manifest = match read_capped(&root.join(path), MAX_MANIFEST_BYTES) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return OnDisk::Gone,
-        Err(reason) => return OnDisk::Broken(format!("{path}: {reason}")),
+/// How many times a pair is read again when its manifest was replaced while
+/// its signature was being read, before the pair is left to the settle.
+const PAIR_READ_ATTEMPTS: usize = 3;
+
+/// Read `path` and its signature from the same directory, opened below the
+/// store root without following any link.
+fn read_pair(root: &StoreRoot, path: &str) -> OnDisk {
+    let (dir_path, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let sig_name = format!("{name}{SIGNATURE_SUFFIX}");
+    let dir = match root.open_dir(dir_path) {
+        Ok(dir) => dir,
+        Err(OpenError::Missing) => return OnDisk::Gone,
+        Err(e) => return OnDisk::Broken(describe(path, e)),
     };
-    let sig_path = format!("{path}{SIGNATURE_SUFFIX}");
-    let signature = match read_capped(&root.join(&sig_path), MAX_SIGNATURE_BYTES) {
-        Ok(sig) => sig,
-        Err(reason) => return OnDisk::Broken(format!("{sig_path}: {reason}")),
-    };
-    OnDisk::Files { manifest, signature }
+    let mut last = None;
+    for _ in 0..PAIR_READ_ATTEMPTS {
+        let (manifest, version) = match read_capped(&dir, name, MAX_MANIFEST_BYTES) {
+            Ok(Some(read)) => read,
+            Ok(None) => return OnDisk::Gone,
+            Err(e) => return OnDisk::Broken(describe(path, e)),
+        };
+        let signature = match read_capped(&dir, &sig_name, MAX_SIGNATURE_BYTES) {
+            Ok(sig) => sig,
+            Err(e) => return OnDisk::Broken(describe(&format!("{path}{SIGNATURE_SUFFIX}"), e)),
+        };
+        // Still the same manifest once the signature is read: the signature
+        // was in place while this manifest was, so no later pair was mixed in.
+        let unchanged = matches!(dir.open_file(name), Ok((_, meta)) if FileVersion::of(&meta) == version);
+        // And put in place after it (strictly: one timestamp tick can hold
+        // both renames of a writer, or the end of one pair and the start of
+        // the next).
+        let settled = unchanged
+            && signature
+                .as_ref()
+                .is_some_and(|(_, sig)| sig.ctime() > version.ctime());
+        let files = OnDisk::Files {
+            manifest,
+            signature: signature.map(|(bytes, _)| bytes),
+            settled,
+        };
+        if unchanged {
+            return files;
+        }
+        last = Some(files);
+    }
+    last.expect("PAIR_READ_ATTEMPTS is not zero")
 }
 
-/// Read a regular file, refusing symlinks (O_NOFOLLOW: a link could point
-/// anywhere on the machine), reading at most `limit + 1` bytes so an
-/// oversized file is reported as such by the verifier without being loaded.
-/// `Ok(None)` when the file does not exist.
-fn read_capped(path: &Path, limit: usize) -> Result<Option<Bytes>, String> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err("is a symbolic link; only regular files in the store are served".into())
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
+/// The reason for a `Broken` state: link errors name their own path.
+fn describe(path: &str, e: OpenError) -> String {
+    match e {
+        OpenError::Symlink(_) | OpenError::NotDirectory(_) => e.to_string(),
+        e => format!("{path}: {e}"),
     }
+}
+
+/// Read the regular file `name` in `dir`, reading at most `limit + 1` bytes
+/// so an oversized file is reported as such by the verifier without being
+/// loaded. `Ok(None)` when the file does not exist.
+fn read_capped(
+    dir: &StoreDir<'_>,
+    name: &str,
+    limit: usize,
+) -> Result<Option<(Bytes, FileVersion)>, OpenError> {
+    let (file, meta) = match dir.open_file(name) {
+        Ok(opened) => opened,
+        Err(OpenError::Missing) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut buf = Vec::with_capacity((meta.len() as usize).min(limit + 1));
-    (&file as &File)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
-    Ok(Some(Bytes::from(buf)))
+    (&file as &File).take(limit as u64 + 1).read_to_end(&mut buf)?;
+    Ok(Some((Bytes::from(buf), FileVersion::of(&meta))))
 }
 
 #[cfg(test)]
@@ -575,6 +689,10 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
+            Self::with(true, Duration::ZERO)
+        }
+
+        fn with(verifying: bool, settle: Duration) -> Self {
             let dir = tempfile::tempdir().unwrap();
             for sub in ["cohorts", "releases", "artifacts"] {
                 std::fs::create_dir(dir.path().join(sub)).unwrap();
@@ -584,11 +702,11 @@ mod tests {
             let shared = SharedSnapshot::default();
             let metrics = Arc::new(Metrics::default());
             let loader = Loader::new(
-                dir.path().to_path_buf(),
-                Some(trust),
+                StoreRoot::open(dir.path()).unwrap(),
+                verifying.then_some(trust),
                 shared.clone(),
                 metrics.clone(),
-                Duration::ZERO,
+                settle,
             );
             Self {
                 dir,
@@ -614,6 +732,111 @@ mod tests {
         fn served(&self, path: &str) -> Option<Bytes> {
             self.shared.pair(path).map(|p| p.manifest.clone())
         }
+
+        fn sig(&self, signed: &[u8]) -> String {
+            signatures_to_text(&[self.key.sign(signed, "timestamp:0\tfile:x").unwrap()])
+        }
+
+        fn root(&self) -> StoreRoot {
+            StoreRoot::open(self.dir.path()).unwrap()
+        }
+    }
+
+    /// Past one timestamp tick (1-10 ms), so change times differ.
+    fn next_tick() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    #[test]
+    fn nothing_is_loaded_through_a_linked_directory() {
+        // Unverified: whatever is read is served, so a leak would show.
+        let mut f = Fixture::with(false, Duration::ZERO);
+        let outside = tempfile::tempdir().unwrap();
+        for name in [
+            "1.json",
+            "1.json.minisig",
+            "stable.json",
+            "stable.json.minisig",
+            "beta.json",
+        ] {
+            std::fs::write(outside.path().join(name), b"outside").unwrap();
+        }
+        f.write("cohorts/stable.json", &cohort(1), Some(&cohort(1)));
+        std::os::unix::fs::symlink(outside.path(), f.dir.path().join("keys")).unwrap();
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(1));
+        assert!(f.served("keys/1.json").is_none());
+
+        // cohorts/ swapped for a link after the first load.
+        let cohorts = f.dir.path().join("cohorts");
+        std::fs::rename(&cohorts, f.dir.path().join("cohorts.old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &cohorts).unwrap();
+        f.loader.reload();
+        f.loader.reload();
+        assert_eq!(
+            f.served("cohorts/stable.json").unwrap(),
+            cohort(1),
+            "last good kept"
+        );
+        assert!(f.served("cohorts/beta.json").is_none());
+        assert_eq!(f.metrics.rejected(), 1);
+        let OnDisk::Broken(reason) = read_pair(&f.root(), "cohorts/stable.json") else {
+            panic!("read through a link");
+        };
+        assert!(reason.contains("cohorts/ is a symbolic link"), "{reason}");
+    }
+
+    #[test]
+    fn a_pair_is_settled_only_when_the_signature_came_after_the_manifest() {
+        let f = Fixture::new();
+        let settled = |f: &Fixture| match read_pair(&f.root(), "cohorts/stable.json") {
+            OnDisk::Files { settled, .. } => settled,
+            other => panic!("{other:?}"),
+        };
+        f.write("cohorts/stable.json", &cohort(1), None);
+        assert!(!settled(&f), "no signature");
+        next_tick();
+        // One tick apart: the same tick would be ambiguous (see `read_pair`).
+        std::fs::write(
+            f.dir.path().join("cohorts/stable.json.minisig"),
+            f.sig(&cohort(1)),
+        )
+        .unwrap();
+        assert!(settled(&f), "signature after the manifest");
+        next_tick();
+        // A writer between its two renames: new manifest, old signature.
+        std::fs::write(f.dir.path().join("cohorts/stable.json"), cohort(2)).unwrap();
+        assert!(!settled(&f), "signature older than the manifest");
+        next_tick();
+        std::fs::write(
+            f.dir.path().join("cohorts/stable.json.minisig"),
+            f.sig(&cohort(2)),
+        )
+        .unwrap();
+        assert!(settled(&f), "the writer finished");
+    }
+
+    #[test]
+    fn without_keys_a_half_written_pair_waits_for_the_settle() {
+        let settle = Duration::from_millis(500);
+        let mut f = Fixture::with(false, settle);
+        f.write("cohorts/stable.json", &cohort(1), Some(&cohort(1)));
+        f.loader.reload();
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(1));
+        next_tick();
+        std::fs::write(f.dir.path().join("cohorts/stable.json"), cohort(2)).unwrap();
+        let (loader, shared) = (&mut f.loader, f.shared.clone());
+        std::thread::scope(|scope| {
+            let reload = scope.spawn(|| loader.reload());
+            std::thread::sleep(settle / 2);
+            // During the settle: still the old, whole pair.
+            let pair = shared.pair("cohorts/stable.json").unwrap();
+            assert_eq!(pair.manifest, cohort(1));
+            reload.join().unwrap();
+        });
+        // Unchanged after the settle: what the store holds is served.
+        assert_eq!(f.served("cohorts/stable.json").unwrap(), cohort(2));
+        assert_eq!(f.metrics.rejected(), 0);
     }
 
     #[test]

@@ -119,7 +119,10 @@ struct KeysWatch {
 
 impl KeysWatch {
     fn ensure(&mut self) {
-        if !self.watching && self.dir.is_dir() {
+        // Not through a link: nothing outside the store is watched (nor
+        // loaded: see `snapshot`).
+        let real_dir = self.dir.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if !self.watching && real_dir {
             let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
             self.watching = w.watch(&self.dir, RecursiveMode::NonRecursive).is_ok();
         }

@@ -55,7 +55,17 @@ fn the_unit_passes_systemd_analyze_verify() {
     ] {
         assert!(original.contains(required), "the unit lacks {required:?}");
     }
-    assert!(original.contains("ReadOnlyPaths=") && original.contains("/srv/update-store"));
+    // The directive itself, not just the path somewhere (ExecStart has it).
+    let read_only = original
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ReadOnlyPaths="))
+        .flat_map(str::split_whitespace)
+        .map(|p| p.trim_start_matches(['-', '+']))
+        .collect::<Vec<_>>();
+    assert!(
+        read_only.contains(&"/srv/update-store"),
+        "no ReadOnlyPaths= line lists the store: {read_only:?}"
+    );
 
     let built = env!("CARGO_BIN_EXE_manifest-server");
     let tmp = tempfile::tempdir().unwrap();

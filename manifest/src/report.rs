@@ -62,6 +62,19 @@ impl Outcome {
             Outcome::UpToDate | Outcome::NotInRollout | Outcome::Blocked | Outcome::Offline | Outcome::Locked
         )
     }
+
+    /// Non-terminal for the version the report is about: the device has
+    /// the target and goes on by itself at a later run, nobody needs to act.
+    /// `deferred` is the only one (staged, waiting for the install window
+    /// or the busy command). Everything else is terminal for that version
+    /// until something changes: `updated` and `rolled_back` are verdicts,
+    /// `failed` and `refused` are counted as failures, `blocked` and
+    /// `not_in_rollout` wait for a new manifest, and `offline` and `locked`
+    /// carry no target. The fleet view's "in progress" (DESIGN: pending)
+    /// counts devices whose latest report is one of these.
+    pub fn is_in_progress(self) -> bool {
+        matches!(self, Outcome::Deferred)
+    }
 }
 
 /// Where in a run a failure happened.
@@ -78,5 +91,11 @@ mod tests {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(Outcome::parse("exploded"), None);
+    }
+
+    #[test]
+    fn only_deferred_is_in_progress() {
+        let pending: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.is_in_progress()).collect();
+        assert_eq!(pending, [Outcome::Deferred]);
     }
 }

@@ -171,6 +171,28 @@ mod tests {
         );
     }
 
+    /// Pinned values, computed outside this code (Python's hashlib over the
+    /// documented inputs). Comparing two calls in one process would not
+    /// notice a change to the hash inputs or their encoding, which would
+    /// silently reshuffle every fleet's rollout membership on upgrade.
+    #[test]
+    fn bucket_values_are_pinned_across_builds() {
+        let cases = [
+            ("device-1", "stable", "1.3.0", 1279),
+            ("hall-7-screen-2", "stable", "2.0.0", 732),
+            ("hall-7-screen-2", "beta", "2.0.0", 5858),
+            ("sim-000", "stable", "3.0.0", 6976),
+            ("dev-42", "canary", "1.0.0-rc.1", 4764),
+        ];
+        for (device, cohort, version, want) in cases {
+            assert_eq!(
+                bucket(device, &CohortName::new(cohort).unwrap(), &v(version)),
+                want,
+                "bucket({device}, {cohort}, {version})"
+            );
+        }
+    }
+
     #[test]
     fn bucket_is_stable_and_spread() {
         let cohort = CohortName::new("stable").unwrap();

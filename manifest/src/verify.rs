@@ -47,6 +47,14 @@ pub enum TrustError {
     ThresholdTooHigh { threshold: usize, keys: usize },
     #[error("threshold must be at least 1")]
     ZeroThreshold,
+    /// One Ed25519 key under two key ids would let one secret key sign as
+    /// two "distinct" keys and meet a threshold of 2 alone.
+    #[error(
+        "trusted keys {first} and {second} are the same Ed25519 public key under two key ids; trust it once"
+    )]
+    SameKeyTwice { first: KeyId, second: KeyId },
+    #[error("key id {id} names two different public keys")]
+    ConflictingKeyId { id: KeyId },
 }
 
 /// The keys a verifier trusts and how many of them must sign.
@@ -57,8 +65,25 @@ pub struct TrustedKeys {
 }
 
 impl TrustedKeys {
+    /// The same key listed twice (same id, same key) counts once; the same
+    /// Ed25519 key under two ids, or one id for two keys, is refused.
     pub fn new(keys: impl IntoIterator<Item = PublicKey>, threshold: usize) -> Result<Self, TrustError> {
-        let keys: BTreeMap<_, _> = keys.into_iter().map(|k| (k.id, k)).collect();
+        let mut by_id: BTreeMap<KeyId, PublicKey> = BTreeMap::new();
+        for key in keys {
+            match by_id.get(&key.id) {
+                Some(known) if *known == key => continue,
+                Some(_) => return Err(TrustError::ConflictingKeyId { id: key.id }),
+                None => {}
+            }
+            if let Some(known) = by_id.values().find(|known| same_ed25519_key(known, &key)) {
+                return Err(TrustError::SameKeyTwice {
+                    first: known.id,
+                    second: key.id,
+                });
+            }
+            by_id.insert(key.id, key);
+        }
+        let keys = by_id;
         if keys.is_empty() {
             return Err(TrustError::NoKeys);
         }
@@ -185,6 +210,15 @@ impl TrustedKeys {
     }
 }
 
+/// Whether two public keys hold the same Ed25519 key, whatever their ids.
+/// (The key id is only a label: a signature block names it, but nothing
+/// signed binds it to the key, so whoever holds the secret can use any id.)
+fn same_ed25519_key(a: &PublicKey, b: &PublicKey) -> bool {
+    let mut relabelled = a.clone();
+    relabelled.id = b.id;
+    relabelled == *b
+}
+
 /// A document whose exact bytes were signed by enough trusted keys.
 #[derive(Debug, Clone)]
 pub struct Verified<T> {
@@ -288,6 +322,39 @@ mod tests {
         assert!(trust
             .verify_bytes("x.json", &vec![b' '; MAX_MANIFEST_BYTES + 1], &sig)
             .is_err());
+    }
+
+    /// `a`'s Ed25519 key under another key id.
+    fn relabelled(a: &SecretKey, id: u8) -> PublicKey {
+        let mut text = a.public_key().to_base64();
+        let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &text).unwrap();
+        raw[2] = raw[2].wrapping_add(id);
+        text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+        PublicKey::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn one_key_under_two_ids_is_refused() {
+        let a = SecretKey::generate();
+        let alias = relabelled(&a, 1);
+        assert_ne!(alias.id, a.id);
+        let err = TrustedKeys::new([a.public_key(), alias.clone()], 2).unwrap_err();
+        assert!(
+            matches!(err, TrustError::SameKeyTwice { first, second } if first == a.id && second == alias.id),
+            "{err}"
+        );
+        assert!(err.to_string().contains("same Ed25519 public key"), "{err}");
+        // Refused at threshold 1 as well: the trusted set itself is wrong.
+        assert!(TrustedKeys::new([a.public_key(), alias], 1).is_err());
+        // One id for two different keys is refused too.
+        let b = SecretKey::generate();
+        let mut clash = b.public_key();
+        clash.id = a.id;
+        let err = TrustedKeys::new([a.public_key(), clash], 1).unwrap_err();
+        assert!(
+            matches!(err, TrustError::ConflictingKeyId { id } if id == a.id),
+            "{err}"
+        );
     }
 
     #[test]

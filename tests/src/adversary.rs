@@ -392,6 +392,8 @@ pub struct Entry {
     pub link: Option<String>,
     /// (major, minor) for device nodes.
     pub device: Option<(u32, u32)>,
+    /// What the header's size field says, if not `data.len()` (a lie).
+    pub header_size: Option<u64>,
 }
 
 impl Entry {
@@ -407,6 +409,7 @@ impl Entry {
             data: data.to_vec(),
             link: None,
             device: None,
+            header_size: None,
         }
     }
 
@@ -458,6 +461,13 @@ impl Entry {
         self.device = Some((major, minor));
         self
     }
+
+    /// Write `size` in the header's size field; the data still follows
+    /// in full (what a PAX `size` record can make a reader take).
+    pub fn header_size(mut self, size: u64) -> Entry {
+        self.header_size = Some(size);
+        self
+    }
 }
 
 /// One PAX record, `LEN key=value\n`, whose LEN counts itself.
@@ -480,7 +490,7 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
         h.as_mut_bytes()[..e.path.len()].copy_from_slice(e.path.as_bytes());
         h.set_entry_type(e.kind);
         h.set_mode(e.mode);
-        h.set_size(e.data.len() as u64);
+        h.set_size(e.header_size.unwrap_or(e.data.len() as u64));
         h.set_mtime(1_700_000_000);
         if let Some(link) = &e.link {
             h.as_gnu_mut().unwrap().linkname[..link.len()].copy_from_slice(link.as_bytes());

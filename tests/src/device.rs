@@ -76,6 +76,15 @@ pub struct DeviceConfig {
     /// Pinned root keys (`root_keys_dir`, `root_threshold`): the store's
     /// keys.json then says who signs what.
     pub root_keys: Option<(PathBuf, usize)>,
+    /// `[install] busy_command`; empty: none.
+    pub busy_command: Vec<String>,
+    /// `[install] hook_timeout`; `None`: the updater's default.
+    pub hook_timeout: Option<String>,
+    /// `[health] unit_command`; `None`: the updater's default (systemctl).
+    pub unit_command: Option<Vec<String>>,
+    /// `[health] units` and `commands` (besides the app's HTTP check).
+    pub health_units: Vec<String>,
+    pub health_commands: Vec<Vec<String>>,
 }
 
 impl DeviceConfig {
@@ -100,6 +109,11 @@ impl DeviceConfig {
             backoff_initial: "100ms".into(),
             extra_toml: String::new(),
             root_keys: None,
+            busy_command: Vec::new(),
+            hook_timeout: None,
+            unit_command: None,
+            health_units: Vec::new(),
+            health_commands: Vec::new(),
         }
     }
 }
@@ -122,6 +136,12 @@ fn q(s: &str) -> String {
 
 fn list(items: &[String]) -> String {
     format!("[{}]", items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "))
+}
+
+/// A TOML list of lists of strings (`commands = [["sh", "-c", "…"]]`).
+fn lists(items: &[Vec<String>]) -> String {
+    let inner: Vec<String> = items.iter().map(|a| list(a)).collect();
+    format!("[{}]", inner.join(", "))
 }
 
 impl Device {
@@ -191,12 +211,15 @@ window = {window}
 required_passes = {passes}
 max_trial_attempts = {attempts}
 max_trial_shutdowns = {shutdowns}
-units = []
+units = {health_units}
 http = [{{ url = "http://127.0.0.1:{port}/health", status = 200 }}]
-commands = []
+commands = {health_commands}
+{unit_command}
 
 [install]
 windows = {windows}
+busy_command = {busy_command}
+{hook_timeout}
 
 [network]
 connect_timeout = {connect}
@@ -234,6 +257,19 @@ backoff_initial = {backoff}
             retries = c.retries,
             backoff = q(&c.backoff_initial),
             extra = c.extra_toml,
+            health_units = list(&c.health_units),
+            health_commands = lists(&c.health_commands),
+            unit_command = c
+                .unit_command
+                .as_ref()
+                .map(|argv| format!("unit_command = {}", list(argv)))
+                .unwrap_or_default(),
+            busy_command = list(&c.busy_command),
+            hook_timeout = c
+                .hook_timeout
+                .as_ref()
+                .map(|t| format!("hook_timeout = {}", q(t)))
+                .unwrap_or_default(),
         );
         fs::write(&self.config_path, text).unwrap();
     }
@@ -357,6 +393,18 @@ exit 0
         let run = self.updater(&["history", "--json"], &[]);
         run.expect_code(0);
         run.stdout
+    }
+
+    /// How many `history --json` events have `outcome` and the version
+    /// `field` (`"to"` or `"from"`) equal to `version`: an install or
+    /// rollback must be recorded exactly once, whatever crashed when.
+    pub fn history_count(&self, outcome: &str, field: &str, version: &str) -> usize {
+        let events: Vec<serde_json::Value> = serde_json::from_str(&self.history())
+            .unwrap_or_else(|e| panic!("history --json is not a JSON list ({e})"));
+        events
+            .iter()
+            .filter(|e| e["outcome"] == outcome && e[field] == version)
+            .count()
     }
 
     /// Where `<state>/current` points, relative to the state dir

@@ -115,6 +115,17 @@ impl Fleet {
             .collect()
     }
 
+    /// Requests for artifacts the proxy saw (`"GET /artifacts/…"`), oldest
+    /// first: empty means nothing was downloaded.
+    pub fn artifact_requests(&self) -> Vec<String> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/artifacts/"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
     /// Wait until the server serves the cohort manifest now on disk.
     pub fn wait_cohort(&self, cohort: &str) {
         self.server.wait_serving(&format!("cohorts/{cohort}.json"));

@@ -53,6 +53,10 @@ pub enum Fault {
     Status(u16),
     /// Strip `Range` and `If-Range`, so the server answers 200 with everything.
     IgnoreRange,
+    /// Play a server whose copy changed: strip `Range` and `If-Range` (the
+    /// server answers 200 with everything, as RFC 9110 says it must when
+    /// `If-Range` no longer matches) and send this ETag instead of its own.
+    ChangedEtag(String),
     /// Close the connection without an answer.
     Refuse,
     /// Answer with this canned response; upstream is not called.
@@ -133,6 +137,7 @@ pub struct Record {
     pub path: String,
     /// The client's `Range` header, as sent (before `IgnoreRange` strips it).
     pub range: Option<String>,
+    pub if_range: Option<String>,
     pub if_none_match: Option<String>,
     /// The status forwarded to the client; `None` when none was (refused,
     /// upstream unreachable, or the client went away first).
@@ -380,6 +385,7 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
             method: method.clone(),
             path: path.clone(),
             range: req.get("range").map(str::to_string),
+            if_range: req.get("if-range").map(str::to_string),
             if_none_match: req.get("if-none-match").map(str::to_string),
             status: None,
             body_bytes: 0,
@@ -434,7 +440,7 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     upstream.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
 
     let mut skip: Vec<&str> = HOP_BY_HOP.to_vec();
-    if fault == Fault::IgnoreRange {
+    if matches!(fault, Fault::IgnoreRange | Fault::ChangedEtag(_)) {
         skip.extend(["range", "if-range"]);
     }
     upstream.write_all(&req.render(&skip))?;
@@ -451,7 +457,14 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     leftover.clear();
 
     let (resp_bytes, body_start) = read_head(&mut upstream)?;
-    let resp = Head::parse(&resp_bytes)?;
+    let mut resp = Head::parse(&resp_bytes)?;
+    if let Fault::ChangedEtag(etag) = &fault {
+        for (name, value) in &mut resp.headers {
+            if name.eq_ignore_ascii_case("etag") {
+                value.clone_from(etag);
+            }
+        }
+    }
     let status: u16 = resp
         .first_line
         .split_whitespace()

@@ -50,6 +50,12 @@ pub struct Release {
     /// their declared `unpacked_size` (the disk-full tests use that).
     pub tiny_files: Option<usize>,
     pub compatible: Vec<String>,
+    /// A `post_stage` hook: this sh script becomes `app/bin/post-stage` and
+    /// the release names it (`manifest-builder release --post-stage`).
+    pub post_stage: Option<String>,
+    /// The release's own health section, JSON (`{"checks": [...]}`),
+    /// published with `manifest-builder release --health`.
+    pub health: Option<String>,
 }
 
 impl Release {
@@ -62,7 +68,21 @@ impl Release {
             videos_mib: None,
             tiny_files: None,
             compatible: vec![HARDWARE.into()],
+            post_stage: None,
+            health: None,
         }
+    }
+
+    /// Ship `script` as `app/bin/post-stage`, the release's post_stage hook.
+    pub fn post_stage(mut self, script: &str) -> Self {
+        self.post_stage = Some(script.into());
+        self
+    }
+
+    /// The release's own health checks (JSON health section).
+    pub fn health(mut self, json: &str) -> Self {
+        self.health = Some(json.into());
+        self
     }
 
     pub fn app_label(mut self, label: &str) -> Self {
@@ -206,6 +226,15 @@ impl TestStore {
         }
         for c in components {
             args.extend(["--component".into(), c]);
+        }
+        if let Some(script) = &spec.post_stage {
+            write_executable(&app.join("bin/post-stage"), script);
+            args.extend(["--post-stage".into(), "app/bin/post-stage".into()]);
+        }
+        if let Some(json) = &spec.health {
+            let file = src.join("health.json");
+            fs::write(&file, json).unwrap();
+            args.extend(["--health".into(), file.display().to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.builder_ok(&args);

@@ -128,6 +128,18 @@ else
   note "built ($(du -sh "$ROOT" | cut -f1))"
 fi
 
+# Can this machine start a container at all? (A CI runner inside an
+# unprivileged container cannot.) With SYSTEM_TEST_MODE=auto that is a skip
+# (exit 77), said loudly; otherwise a failure like any other.
+if ! probe=$(systemd-nspawn -q --register=no --keep-unit -D "$ROOT" /bin/true 2>&1); then
+  if [ "${SYSTEM_TEST_MODE:-}" = auto ]; then
+    printf '\n!!!!!!!! SKIPPED: systemd-nspawn cannot start a container on this machine: %s\n' "$probe" >&2
+    exit 77
+  fi
+  die "systemd-nspawn cannot start a container here: $probe"
+fi
+ok "systemd-nspawn starts a container here"
+
 # ---------------------------------------------------------------- store + server
 step "Host: sign a store with v1.0.0, v2.0.0, broken v3.0.0, slow-to-heal v4.0.0; serve it"
 mkdir -p "$WORK/keys"

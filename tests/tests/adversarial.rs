@@ -361,6 +361,51 @@ fn a_gzip_bomb_past_unpacked_size_is_refused_and_staging_removed() {
     assert_staging_removed(&device, "config");
 }
 
+#[test]
+fn a_pax_size_past_a_header_saying_zero_is_refused_and_staging_removed() {
+    let fleet = Fleet::unverified();
+    let device = device_on(&fleet, &["1.0.0"]);
+    // 16 MiB that the tar reader takes from the PAX record, behind a header
+    // that says 0 bytes, declared to unpack to 1 MiB. Counted by the header,
+    // it fitted and was written in full.
+    let data = vec![0u8; 16 << 20];
+    let smuggled = tar_gz(&[
+        Entry::pax("size", &data.len().to_string()),
+        Entry::file("escaped-pax-size", &data).header_size(0),
+    ]);
+    hand_promote(&fleet, "1.0.0", "2.0.0", "config", &smuggled, 1 << 20);
+    accept_cohort_only(&fleet, &device);
+    let b = before(&device, "1.0.0");
+    let run = device.check();
+    assert_refused(
+        &device,
+        &run,
+        &b,
+        &["pax size (16777216 bytes) differs from its header size (0 bytes)"],
+    );
+    assert_staging_removed(&device, "config");
+}
+
+/// A PAX extended header of 256 MiB (256 KiB compressed): the tar reader
+/// holds such an entry in memory whole, and unpacking runs while the
+/// artifact downloads, before its hash can be checked, so a hostile mirror
+/// could exhaust a Pi's RAM with it. Refused at its header instead.
+#[test]
+fn a_huge_pax_header_is_refused_before_it_is_held_in_memory() {
+    let fleet = Fleet::unverified();
+    let device = device_on(&fleet, &["1.0.0"]);
+    let hostile = tar_gz(&[
+        Entry::new("PaxHeader", tar::EntryType::XHeader, &vec![b'a'; 256 << 20]),
+        Entry::file("f", b"x"),
+    ]);
+    hand_promote(&fleet, "1.0.0", "2.0.0", "config", &hostile, 1 << 20);
+    accept_cohort_only(&fleet, &device);
+    let b = before(&device, "1.0.0");
+    let run = device.check();
+    assert_refused(&device, &run, &b, &["metadata entry", "268435456 bytes"]);
+    assert_staging_removed(&device, "config");
+}
+
 // ------------------------------------------------------------ tar variants
 
 /// 2.0.0 is 1.0.0 with its `config` component replaced by the signed

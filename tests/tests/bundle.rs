@@ -1,8 +1,10 @@
 //! Offline bundles (issue 7, "Judged by"): a device whose server is
 //! unreachable is updated from a bundle written by `manifest-builder bundle`,
 //! through `updater install` and through the daemon's `inbox/`; a tampered
-//! bundle (a flipped byte in a manifest or an artifact) and a replayed older
-//! bundle are refused with the usual reason, the active slot untouched.
+//! bundle (a flipped byte in a manifest or an artifact), a replayed older
+//! bundle and a downgrade without `allow_downgrade` are refused with the
+//! usual reason, the active slot untouched. The inbox test gives the daemon
+//! no rescan and no poll during the test, so only its notify watch passes it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -148,6 +150,49 @@ fn an_older_bundle_is_refused_as_a_replay() {
     assert_eq!(device.status_json()["cohort_sequence"], 2);
 }
 
+/// Re-sign the cohort manifest `cohort` with `allow_downgrade` set to
+/// `allow` (the sequence goes up by one) and bundle it as `<root>/<name>`.
+fn bundle_with_downgrade(store: &TestStore, cohort: &str, allow: bool, name: &str) -> PathBuf {
+    let file = store.cohort_file(cohort);
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    doc["allow_downgrade"] = allow.into();
+    fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    store.sign(&file);
+    let out = store.root().join(name);
+    store.bundle(cohort, &out);
+    out
+}
+
+/// The network's downgrade rule (tests/tests/refusals.rs) holds for bundles:
+/// a cohort manifest that targets a lower version than the device runs is
+/// refused without `allow_downgrade` and installed with it.
+#[test]
+fn a_bundle_downgrades_only_with_allow_downgrade() {
+    let (store, device) = offline_site();
+    device.install(&bundle_of(&store, "2.0.0")).expect_code(10);
+    device.wait_app_version("2.0.0");
+
+    // `promote` needs --allow-downgrade to point the cohort back at 1.0.0
+    // (sequence 2); then the flag is cleared and the manifest re-signed
+    // (sequence 3): a validly signed downgrade without permission.
+    store
+        .promote("stable", "1.0.0", None, &["--allow-downgrade"])
+        .expect_code(0);
+    let refused = bundle_with_downgrade(&store, "stable", false, "down-refused.bundle");
+    let run = device.install(&refused);
+    assert_refused(&device, &run, "2.0.0", &["downgrade", "lower"]);
+    // Validly signed: its sequence is recorded though its target is refused.
+    assert_eq!(device.status_json()["cohort_sequence"], 3);
+
+    // The same target with permission (sequence 4) is installed.
+    let allowed = bundle_with_downgrade(&store, "stable", true, "down-allowed.bundle");
+    device.install(&allowed).expect_code(10);
+    device.wait_app_version("1.0.0");
+    let status = device.status_json();
+    assert_eq!(status["active_version"], "1.0.0", "{status:#}");
+    assert_eq!(status["cohort_sequence"], 4, "{status:#}");
+}
+
 /// Kills the daemon if the test fails before it is stopped.
 struct Daemon(Child);
 
@@ -173,23 +218,47 @@ fn drop_in(device: &Device, bundle: &Path, name: &str) {
 #[test]
 fn the_daemon_installs_bundles_dropped_in_its_inbox() {
     let (store, mut device) = offline_site();
-    // A poll that never comes during the test: only the inbox acts.
-    device
-        .reconfigure(|c| c.extra_toml = "\n[daemon]\npoll_interval = \"1h\"\npoll_jitter = \"0s\"\n".into());
+    // A poll and a rescan that never come during the test: only the notify
+    // watch can make the daemon look at its inbox, so a broken watch fails
+    // the 10-second pick-up below.
+    device.reconfigure(|c| {
+        c.extra_toml =
+            "\n[daemon]\npoll_interval = \"1h\"\npoll_jitter = \"0s\"\ninbox_rescan = \"1h\"\n".into()
+    });
     let v1 = bundle_of(&store, "1.0.0");
     let v2 = bundle_of(&store, "2.0.0");
     let artifact = fs::read(store.artifact("2.0.0", "app")).unwrap();
     let bad = tampered(&v2, &artifact, &store.root().join("bad.bundle"));
 
-    let log = fs::File::create(device.root().join("daemon.log")).unwrap();
+    let log_path = device.root().join("daemon.log");
+    let log = fs::File::create(&log_path).unwrap();
     let _daemon = Daemon(
         Command::new(bins::updater())
             .args(["--config", &device.config_path.display().to_string(), "daemon"])
+            // Log to the file, not to a journal the test runner may have.
+            .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
     );
+    // The daemon starts with a poll (offline here) and reads the inbox right
+    // after it: wait for that poll, so the first bundle too arrives while the
+    // daemon sleeps.
+    wait_for("the daemon's first poll", Duration::from_secs(30), || {
+        device.state_dir.join("last_check.json").is_file().then_some(())
+    });
+    let picked_up = |name: &str, nth: usize| {
+        let line = format!("inbox: installing {name}");
+        wait_for(
+            &format!("the daemon to pick up {name}"),
+            Duration::from_secs(10),
+            || {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                (log.matches(&line).count() >= nth).then_some(())
+            },
+        )
+    };
     let filed = |dir: &str, name: &str| {
         let path = device.inbox().join(dir).join(name);
         wait_for(&format!("inbox/{dir}/{name}"), Duration::from_secs(60), || {
@@ -198,17 +267,20 @@ fn the_daemon_installs_bundles_dropped_in_its_inbox() {
     };
 
     drop_in(&device, &v1, "site-v1.bundle");
+    picked_up("site-v1.bundle", 1);
     filed("done", "site-v1.bundle");
     device.wait_app_version("1.0.0");
     assert_eq!(device.status_json()["active_version"], "1.0.0");
 
     drop_in(&device, &bad, "site-v2.bundle");
+    picked_up("site-v2.bundle", 1);
     filed("failed", "site-v2.bundle");
     let status = device.status_json();
     assert_eq!(outcome(&status), "refused", "{status:#}");
     assert_eq!(status["active_version"], "1.0.0", "{status:#}");
 
     drop_in(&device, &v2, "site-v2.bundle");
+    picked_up("site-v2.bundle", 2);
     filed("done", "site-v2.bundle");
     device.wait_app_version("2.0.0");
     assert_eq!(device.status_json()["active_version"], "2.0.0");

@@ -55,6 +55,12 @@ fn good_upgrade_killed_at(phase: &str) {
         "after {phase}: {status:#}"
     );
     assert_ne!(device.current().as_deref(), Some(slot_v1.as_str()));
+    assert_eq!(
+        device.history_count("updated", "to", "2.0.0"),
+        1,
+        "after {phase}, the install is in the history once:\n{}",
+        device.history()
+    );
     device.wait_app_version("2.0.0");
     // Converged: the next run has nothing to do.
     device.check().expect_code(0);
@@ -100,6 +106,12 @@ fn broken_upgrade_killed_at(phase: &str) {
     assert!(
         status["blocked"].get("2.0.0").is_some(),
         "after {phase}: {status:#}"
+    );
+    assert_eq!(
+        device.history_count("rolled_back", "from", "2.0.0"),
+        1,
+        "after {phase}, the rollback is in the history once:\n{}",
+        device.history()
     );
     device.wait_app_version("1.0.0");
     // And the broken release is not tried again.

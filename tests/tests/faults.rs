@@ -99,6 +99,19 @@ fn killed_before_sync(fleet: &Fleet, second: App, labels: &[String], n: usize, i
     assert_eq!(status["phase"], "idle", "{what}: {status:#}");
     let temps = device.temp_files();
     assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+    // The verdict is in the history exactly once, even when the kill came
+    // between the state write that recorded it and the history append.
+    let (outcome, field) = if second == App::Good {
+        ("updated", "to")
+    } else {
+        ("rolled_back", "from")
+    };
+    assert_eq!(
+        device.history_count(outcome, field, "2.0.0"),
+        1,
+        "{what}: history:\n{}",
+        device.history()
+    );
     if second == App::Good {
         assert_eq!(status["active_version"], "2.0.0", "{what}: {status:#}");
         assert!(status["blocked"].get("2.0.0").is_none(), "{what}: {status:#}");
@@ -271,8 +284,13 @@ fn disk_full_during_the_download_fails_cleanly_and_the_next_run_installs() {
         // write comes next fails: the unpacker's, or the retry's append to
         // the partial file (the error the run reports either way).
         let partial_dir = device.state_dir.join("downloads");
+        let partials = std::fs::read_dir(&partial_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .count();
         assert!(
-            std::fs::read_dir(&partial_dir).unwrap().count() == 1,
+            partials == 1,
             "the download is in progress in {}",
             partial_dir.display()
         );

@@ -168,6 +168,11 @@ token_file = "{token}"
         let mut args = vec![
             "rollout", verb, "--store", &store, "--cohort", "stable", "--key", &key,
         ];
+        if verb == "rollback" {
+            // The release to go back to is what the cohort ran before, as
+            // its devices report it.
+            args.extend(["--server", &url, "--token-file", &token]);
+        }
         if verb == "advance" {
             args.extend([
                 "--server",
@@ -285,11 +290,21 @@ fn two_hundred_devices_through_a_canary_rollout_a_halt_and_a_rollback() {
         "expected both outcomes at the canary step: {summary:?}"
     );
     std::thread::sleep(Duration::from_millis(1100));
-    let run = sim.rollout("advance", &[]);
-    assert_ne!(
+    // `--on-failure halt`: the default (rollback) would go back by itself;
+    // this run halts, then rolls back by hand with `rollout rollback`.
+    let run = sim.rollout("advance", &["--on-failure", "halt"]);
+    assert_eq!(
         run.code,
-        Some(0),
+        Some(3),
         "advance must refuse a failing canary: {}",
+        run.output()
+    );
+    assert!(
+        run.stdout
+            .contains("stable: HALTED 3.0.0 at 0 %: no new installs")
+            && (run.stdout.contains("consecutive failures of 3.0.0")
+                || run.stdout.contains("below the 95 % threshold")),
+        "the reason is printed: {}",
         run.output()
     );
     assert_eq!(sim.cohort().target.version.to_string(), "3.0.0");
@@ -302,6 +317,12 @@ fn two_hundred_devices_through_a_canary_rollout_a_halt_and_a_rollback() {
     // Remote rollback to the previous version.
     let run = sim.rollout("rollback", &[]);
     assert_eq!(run.code, Some(0), "rollback: {}", run.output());
+    assert!(
+        run.stdout
+            .contains("2.0.0 is what cohort stable ran before 3.0.0"),
+        "{}",
+        run.output()
+    );
     sim.wait_cohort();
     let cohort = sim.cohort();
     assert_eq!(
@@ -339,7 +360,12 @@ fn two_hundred_devices_through_a_canary_rollout_a_halt_and_a_rollback() {
         let status = sim.status(i);
         let seen = &devices[&Sim::device_id(i)];
         assert_eq!(
-            seen["running_version"], status["active_version"],
+            (&seen["running_version"], &seen["cohort"], &seen["last_outcome"]),
+            (
+                &status["active_version"],
+                &status["cohort"],
+                &status["last_check"]["outcome"]
+            ),
             "device {i}: fleet {seen} vs status {status}"
         );
     }

@@ -6,17 +6,6 @@
 use chrono::{Duration as ChronoDuration, Local};
 use e2e_tests::{outcome, App, Device, Fleet, Server, TestStore};
 
-/// Requests for artifacts, as the proxy saw them.
-fn artifact_requests(fleet: &Fleet) -> Vec<String> {
-    fleet
-        .proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/artifacts/"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 #[test]
 fn install_upgrade_and_roll_back_a_broken_release_that_is_then_never_retried() {
     let fleet = Fleet::new();
@@ -79,7 +68,7 @@ fn install_upgrade_and_roll_back_a_broken_release_that_is_then_never_retried() {
     // The next run does not retry v3 (the cohort manifest is unchanged: 304).
     fleet.proxy.clear_log();
     device.check().expect_code(0);
-    assert_eq!(artifact_requests(&fleet), Vec::<String>::new(), "no v3 download");
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new(), "no v3 download");
     assert_eq!(device.current().as_deref(), Some(slot_v2.as_str()));
 
     // Nor after the cohort is re-signed (new sequence, same target): the
@@ -88,7 +77,7 @@ fn install_upgrade_and_roll_back_a_broken_release_that_is_then_never_retried() {
     fleet.wait_cohort("stable");
     fleet.proxy.clear_log();
     device.check().expect_code(0);
-    assert_eq!(artifact_requests(&fleet), Vec::<String>::new(), "no v3 download");
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new(), "no v3 download");
     let status = device.status_json();
     assert_eq!(outcome(&status), "blocked", "{status:#}");
     assert!(status["blocked"].get("3.0.0").is_some(), "{status:#}");
@@ -163,6 +152,63 @@ fn window(start: i64, hours: i64) -> String {
     format!("{}-{}", from.format("%H:%M"), to.format("%H:%M"))
 }
 
+/// `check --dry-run` says what a run would do and changes nothing: exit 17
+/// when it would install, 0 when up to date; no download, no state change.
+#[test]
+fn a_dry_run_says_it_would_install_and_changes_nothing() {
+    let fleet = Fleet::new();
+    fleet.store.publish("1.0.0", App::Good);
+    fleet.store.publish("2.0.0", App::Good);
+    let device = fleet.device();
+    fleet.promote("stable", "1.0.0");
+    device.check().expect_code(10);
+    fleet.promote("stable", "2.0.0");
+    let before = device.durable_status();
+    fleet.proxy.clear_log();
+    let run = device.updater(&["check", "--dry-run"], &[]);
+    run.expect_code(17);
+    assert!(run.output().contains("would install 2.0.0"), "{}", run.output());
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new());
+    assert_eq!(device.durable_status(), before);
+    device.check().expect_code(10);
+    device.updater(&["check", "--dry-run"], &[]).expect_code(0);
+}
+
+/// Ops take back a target while devices hold it staged for the install
+/// window: the staged install is abandoned (not switched to when the window
+/// opens, not left as a phase that blocks `updater rollback`).
+#[test]
+fn a_staged_release_the_cohort_no_longer_targets_is_abandoned() {
+    let fleet = Fleet::new();
+    fleet.store.publish("1.0.0", App::Good);
+    fleet.store.publish("2.0.0", App::Good);
+    let mut device = fleet.device();
+    fleet.promote("stable", "1.0.0");
+    device.check().expect_code(10);
+    let slot_v1 = device.current().unwrap();
+
+    device.reconfigure(|c| c.windows = vec![window(2, 1)]);
+    fleet.promote("stable", "2.0.0");
+    device.check().expect_code(12);
+    assert_eq!(device.status_json()["phase"], "staged");
+
+    // The cohort goes back to what the device runs (a remote rollback).
+    fleet
+        .promote_with("stable", "1.0.0", None, &["--allow-downgrade"])
+        .expect_code(0);
+    device.check().expect_code(0);
+    let status = device.status_json();
+    assert_eq!(status["phase"], "idle", "{status:#}");
+    assert!(status["staged"].is_null(), "{status:#}");
+    assert_eq!(status["active_version"], "1.0.0", "{status:#}");
+
+    // The window opens: nothing is switched to 2.0.0.
+    device.reconfigure(|c| c.windows = vec![window(-1, 2)]);
+    device.check().expect_code(0);
+    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
+    device.wait_app_version("1.0.0");
+}
+
 #[test]
 fn closed_install_window_stages_without_switching_and_an_open_one_switches() {
     let fleet = Fleet::new();
@@ -181,7 +227,7 @@ fn closed_install_window_stages_without_switching_and_an_open_one_switches() {
     fleet.proxy.clear_log();
     device.check().expect_code(12);
     assert!(
-        !artifact_requests(&fleet).is_empty(),
+        !fleet.artifact_requests().is_empty(),
         "downloads do not wait for the window"
     );
     let status = device.status_json();
@@ -204,7 +250,7 @@ fn closed_install_window_stages_without_switching_and_an_open_one_switches() {
     // Still closed: deferred again, and nothing downloaded twice.
     fleet.proxy.clear_log();
     device.check().expect_code(12);
-    assert_eq!(artifact_requests(&fleet), Vec::<String>::new());
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new());
 
     // Open: started an hour ago, ends in an hour. The staged slot switches.
     device.reconfigure(|c| c.windows = vec![window(-1, 2)]);
@@ -212,7 +258,7 @@ fn closed_install_window_stages_without_switching_and_an_open_one_switches() {
     device.check().expect_code(10);
     device.wait_app_version("2.0.0");
     assert_eq!(
-        artifact_requests(&fleet),
+        fleet.artifact_requests(),
         Vec::<String>::new(),
         "the staged slot is used as is"
     );

@@ -69,6 +69,12 @@ fn a_cut_download_is_resumed_with_a_range_request() {
         "resumed at {start}, {cut} bytes had arrived"
     );
     assert_eq!(resumed.status, Some(206), "{resumed:?}");
+    // The resume names the ETag the partial began with (RFC 9110 If-Range),
+    // so a server whose copy changed would send it all instead.
+    assert!(
+        resumed.if_range.as_deref().is_some_and(|e| e.starts_with('"')),
+        "the resume sent no If-Range validator: {resumed:?}"
+    );
     let total: u64 = all.iter().map(|r| r.body_bytes).sum();
     let refetched = total.saturating_sub(size);
     assert!(
@@ -77,6 +83,56 @@ fn a_cut_download_is_resumed_with_a_range_request() {
     );
     let status = device.status_json();
     assert_eq!(status["active_version"], "2.0.0", "{status:#}");
+}
+
+/// The server's copy of an artifact changed between the cut and the resume
+/// (a different ETag, and a 200 with the whole body as RFC 9110 says an
+/// If-Range mismatch gets): the partial is dropped and the artifact is
+/// downloaded from the start, never spliced onto bytes of another version.
+#[test]
+fn a_resume_against_a_changed_artifact_starts_the_download_over() {
+    let fleet = Fleet::new();
+    fleet.store.publish("1.0.0", App::Good);
+    fleet
+        .store
+        .publish_release(&Release::new("2.0.0", App::Good).videos_mib(8));
+    let device = fleet.device();
+    fleet.promote("stable", "1.0.0");
+    device.check().expect_code(10);
+    fleet.promote("stable", "2.0.0");
+    let videos = fleet.store.artifact_url_path("2.0.0", "videos");
+    let size = std::fs::metadata(fleet.store.artifact("2.0.0", "videos"))
+        .unwrap()
+        .len();
+    fleet.proxy.set_rule(
+        Rule::new(Fault::CutAfter(size / 2))
+            .on_prefix(videos.clone())
+            .first(1),
+    );
+    let run = device.check();
+    assert!(matches!(run.code, Some(13) | Some(1)), "{}", run.output());
+
+    fleet.proxy.set_rule(
+        Rule::new(Fault::ChangedEtag("\"another-copy\"".into()))
+            .on_prefix(videos.clone())
+            .first(1),
+    );
+    let run = device.check();
+    run.expect_code(10);
+    assert!(
+        run.output().contains("changed on the server"),
+        "no log line says why the download started over:\n{}",
+        run.output()
+    );
+    let gets = fleet.gets(&videos);
+    assert_eq!(gets.len(), 3, "cut, changed, fresh: {gets:?}");
+    assert!(gets[1].if_range.is_some(), "{gets:?}");
+    assert_eq!(
+        gets[2].range, None,
+        "the fresh download asked for a range: {gets:?}"
+    );
+    assert_eq!(gets[2].body_bytes, size, "{gets:?}");
+    device.wait_app_version("2.0.0");
 }
 
 #[test]

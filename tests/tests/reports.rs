@@ -1,7 +1,9 @@
 //! Device reports across an outage (issue 5, "Judged by"): reports produced
 //! while the report server is unreachable wait in the outbox and arrive
-//! after it returns, each exactly once, even when a device re-sends one it
-//! had already delivered (power cut between the answer and the delete).
+//! after it returns (and its backoff has passed), oldest first, each
+//! exactly once, even when a device re-sends one it had already delivered
+//! (power cut between the answer and the delete); and reports a full
+//! outbox dropped are counted and reach the fleet view.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +17,29 @@ fn metric(text: &str, result: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("{key} not in /metrics:\n{text}"))
+}
+
+/// The reports the server stored, in the order it received them: (outcome,
+/// to_version), read from the server's database (WAL mode: a reader beside
+/// the running server is fine).
+fn stored_in_order(db: &str) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("{db}: {e}"));
+    let mut stmt = conn
+        .prepare("SELECT outcome, COALESCE(to_version, '-') FROM reports ORDER BY seq")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// Time passes: the device's report backoff (outbox/backoff, docs/REPORTS.md)
+/// expires. A delivery removes the file too; here no clock is faked.
+fn backoff_expires(outbox: &std::path::Path) {
+    let path = outbox.join("backoff");
+    assert!(path.exists(), "a failed flush left a backoff");
+    std::fs::remove_file(path).unwrap();
 }
 
 fn outbox_events(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -74,8 +99,18 @@ fn reports_made_offline_arrive_later_exactly_once() {
     );
     let first = std::fs::read(&waiting[0]).unwrap();
 
-    // It comes back: the next run delivers them, oldest first, plus its own.
+    // The second run did not even try: the first failure set a backoff.
+    let tries = reports_proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(tries, 1, "one attempt, then the backoff holds");
+
+    // It comes back, and once the backoff has passed the next run delivers
+    // them, oldest first, plus its own.
     reports_proxy.set_rule(Rule::new(Fault::None));
+    backoff_expires(&outbox);
     device.check().expect_code(0);
     assert!(outbox_events(&outbox).is_empty(), "outbox flushed");
     let posts: Vec<_> = reports_proxy
@@ -84,6 +119,16 @@ fn reports_made_offline_arrive_later_exactly_once() {
         .filter(|r| r.method == "POST" && r.status == Some(201))
         .collect();
     assert_eq!(posts.len(), 3, "{posts:?}");
+    assert_eq!(
+        stored_in_order(&db),
+        [
+            ("updated".to_string(), "1.0.0".to_string()),
+            ("updated".to_string(), "2.0.0".to_string()),
+            ("up_to_date".to_string(), "2.0.0".to_string()),
+        ],
+        "received oldest first"
+    );
+    assert!(!outbox.join("backoff").exists(), "a delivery resets the backoff");
 
     // A power cut after the server answered but before the file was
     // deleted: the device sends it again, and it is not counted twice.
@@ -137,4 +182,68 @@ fn reports_made_offline_arrive_later_exactly_once() {
             "{t:#}"
         );
     }
+}
+
+#[test]
+fn reports_a_full_outbox_dropped_are_counted_in_the_fleet_view() {
+    let fleet = Fleet::new();
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        fleet.store.publish(v, App::Good);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["cohorts", "releases", "artifacts"] {
+        std::fs::create_dir_all(dir.path().join("store").join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
+    let db = dir.path().join("reports.sqlite").display().to_string();
+    let tokens = dir.path().join("tokens").display().to_string();
+    let reports = Server::start_with(
+        &dir.path().join("store"),
+        &[],
+        &["--reports-db", &db, "--report-token-file", &tokens],
+    );
+    let reports_proxy = Proxy::start(reports.addr());
+    // Room for one event report only.
+    let device = fleet.device_with(|c| {
+        c.extra_toml = format!(
+            "\n[report]\nurl = \"{}/v1/reports\"\ntoken_file = \"{}\"\nmax_reports = 1\n",
+            reports_proxy.url(),
+            dir.path().join("tokens").display()
+        );
+    });
+    let outbox = device.state_dir.join("outbox");
+    reports_proxy.set_rule(Rule::new(Fault::Refuse));
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        fleet.promote("stable", v);
+        device.check().expect_code(10);
+    }
+    assert_eq!(outbox_events(&outbox).len(), 1, "the outbox kept the newest");
+    assert_eq!(
+        std::fs::read_to_string(outbox.join("dropped")).unwrap().trim(),
+        "2"
+    );
+
+    reports_proxy.set_rule(Rule::new(Fault::None));
+    backoff_expires(&outbox);
+    device.check().expect_code(0);
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/fleet", reports.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    let me = view["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "test-device-1")
+        .unwrap_or_else(|| panic!("device missing: {view:#}"))
+        .clone();
+    assert_eq!(me["dropped_reports"], 2, "{me:#}");
+    assert_eq!(view["cohorts"][0]["dropped_reports"], 2, "{view:#}");
+    let left = std::fs::read_to_string(outbox.join("dropped")).unwrap_or_default();
+    assert!(
+        matches!(left.trim(), "" | "0"),
+        "the count was delivered: {left:?}"
+    );
 }

@@ -1,15 +1,18 @@
 //! Offline bundles (DESIGN: The device, `updater install BUNDLE`): a plain
 //! tar written by `manifest-builder bundle` that holds a piece of a store,
 //! `cohorts/<c>.json(.minisig)`, `releases/<v>.json(.minisig)` and
-//! `artifacts/<sha256>`.
+//! `artifacts/<sha256>`, plus, when the store has a root of trust,
+//! `keys.json(.minisig)` and its history `keys/<n>.json(.minisig)`.
 //!
 //! This module only unpacks: it turns the tar into a directory that the
 //! normal run then reads as a `file://` store, so a bundle passes the very
 //! same checks as a server (signatures, product, cohort, sequence floor,
-//! expiry, compatibility, downgrade, pinned hashes) in `run::Agent`. The
-//! tar itself is untrusted input, so unpacking is strict: regular files
-//! only, only the three store paths with validated names, no duplicates,
-//! manifests and signatures under their usual caps, a bounded entry count.
+//! expiry, compatibility, downgrade, pinned hashes, and the root of trust's
+//! chain) in `run::Agent`. The tar itself is untrusted input, so unpacking
+//! is strict (`classify`): regular files only, only those store paths
+//! (`cohorts/`, `releases/`, `artifacts/`, `keys.json`, `keys/`) with
+//! validated names, no duplicates, manifests, key documents and signatures
+//! under their usual caps, a bounded entry count.
 //! Artifacts need no cap of their own: the tar is uncompressed, so what is
 //! written never exceeds the bundle's size, and the stager bounds and hashes
 //! every artifact again before using it.
@@ -64,7 +67,9 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<Vec<CohortName>, BundleError
         let d = dest.join(dir);
         std::fs::create_dir_all(&d).map_err(|e| write_err(&d, e))?;
     }
-    let mut archive = tar::Archive::new(io::BufReader::new(file));
+    // The same cap on metadata entries as component archives: the tar
+    // reader would hold a huge PAX header or long name in memory whole.
+    let mut archive = tar::Archive::new(manifest::archive::MetadataCap::new(io::BufReader::new(file)));
     let mut seen = HashSet::new();
     let mut cohorts = Vec::new();
     let entries = archive.entries().map_err(|e| invalid(e.to_string()))?;
@@ -95,7 +100,14 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<Vec<CohortName>, BundleError
         if !seen.insert(rel.clone()) {
             return Err(invalid(format!("{name}: appears twice")));
         }
-        let size = entry.header().size().map_err(|e| invalid(e.to_string()))?;
+        // What the reader will read (a PAX `size` record overrides the
+        // header's); a bundle whose two sizes disagree is not ours.
+        let size = entry.size();
+        if entry.header().size().ok() != Some(size) {
+            return Err(invalid(format!(
+                "{name}: its PAX size differs from its header size"
+            )));
+        }
         if limit.is_some_and(|l| size > l) {
             return Err(invalid(format!(
                 "{name}: {size} bytes, more than the {} allowed",

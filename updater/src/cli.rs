@@ -233,7 +233,7 @@ fn converge(config: Config, run: impl for<'a> FnOnce(&'a Agent) -> Run<'a>) -> u
         match result {
             Ok(report) => {
                 crate::logging::report(&report, &cohort);
-                exit_code(report.outcome)
+                report.exit_code()
             }
             Err(e) => {
                 log::error!("failed: {e}; the device stays on its current slot");
@@ -257,6 +257,7 @@ async fn daemon(config: Config) -> u8 {
     let cohort = config.cohort.to_string();
     let interval = config.daemon.poll_interval;
     let jitter = config.daemon.poll_jitter;
+    let rescan = config.daemon.inbox_rescan;
     let agent = Agent::new(config, Box::new(SystemClock));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -266,7 +267,7 @@ async fn daemon(config: Config) -> u8 {
         }
     };
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let _watcher = crate::inbox::watch(&agent.paths, tx);
+    let _watcher = crate::inbox::watch(&agent.paths, rescan, tx);
     let mut seen = crate::inbox::Seen::new();
     let mut next_poll = tokio::time::Instant::now();
     loop {
@@ -294,7 +295,7 @@ async fn daemon(config: Config) -> u8 {
         crate::inbox::process(&agent, &mut seen).await;
         tokio::select! {
             _ = tokio::time::sleep_until(next_poll) => {}
-            _ = tokio::time::sleep(crate::inbox::RESCAN) => {}
+            _ = tokio::time::sleep(rescan) => {}
             Some(()) = events.recv() => {
                 // Let a copy finish: wait until the inbox is quiet.
                 while let Ok(Some(())) = tokio::time::timeout(crate::inbox::SETTLE, events.recv()).await {}

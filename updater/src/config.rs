@@ -238,10 +238,16 @@ struct RawInstall {
     busy_command: Vec<String>,
     #[serde(default = "default_hook_timeout", deserialize_with = "duration")]
     hook_timeout: Duration,
+    #[serde(default = "default_busy_timeout", deserialize_with = "duration")]
+    busy_timeout: Duration,
 }
 
 fn default_hook_timeout() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +255,8 @@ pub struct Install {
     pub windows: Vec<InstallWindow>,
     pub busy_command: Vec<String>,
     pub hook_timeout: Duration,
+    /// A busy command that does not answer within this is taken as "busy".
+    pub busy_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +310,11 @@ pub struct Daemon {
     pub poll_interval: Duration,
     #[serde(default = "default_jitter", deserialize_with = "duration")]
     pub poll_jitter: Duration,
+    /// How often the daemon reads `inbox/` without a notify event: the only
+    /// way it sees a stick mounted on the inbox, or any file on a mount
+    /// where inotify reports nothing (FUSE, NFS). At least one second.
+    #[serde(default = "default_inbox_rescan", deserialize_with = "rescan")]
+    pub inbox_rescan: Duration,
 }
 
 fn default_poll() -> Duration {
@@ -310,12 +323,28 @@ fn default_poll() -> Duration {
 fn default_jitter() -> Duration {
     Duration::from_secs(600)
 }
+fn default_inbox_rescan() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A duration of at least a second: a shorter rescan would busy-loop.
+fn rescan<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let interval = duration(d)?;
+    if interval < Duration::from_secs(1) {
+        return Err(serde::de::Error::custom(format!(
+            "{} is too short a rescan interval: at least \"1s\"",
+            humantime::format_duration(interval)
+        )));
+    }
+    Ok(interval)
+}
 
 impl Default for Daemon {
     fn default() -> Self {
         Self {
             poll_interval: default_poll(),
             poll_jitter: default_jitter(),
+            inbox_rescan: default_inbox_rescan(),
         }
     }
 }
@@ -505,6 +534,7 @@ impl Config {
                 windows,
                 busy_command: raw.install.busy_command,
                 hook_timeout: raw.install.hook_timeout,
+                busy_timeout: raw.install.busy_timeout,
             },
             network: raw.network,
             daemon: raw.daemon,
@@ -535,6 +565,26 @@ mod tests {
         assert_eq!(c.servers, vec!["http://127.0.0.1:1/store"]);
         assert_eq!(c.health.window, Duration::from_secs(60));
         assert_eq!(c.restart.command, vec!["systemctl", "restart"]);
+    }
+
+    #[test]
+    fn inbox_rescan_defaults_to_10s_and_is_at_least_1s() {
+        let (_d, base) = with_key();
+        let c = Config::parse(Path::new("u.toml"), &base).unwrap();
+        assert_eq!(c.daemon.inbox_rescan, Duration::from_secs(10));
+        let c = Config::parse(
+            Path::new("u.toml"),
+            &format!("{base}[daemon]\ninbox_rescan = \"1h\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.inbox_rescan, Duration::from_secs(3600));
+        let err = Config::parse(
+            Path::new("u.toml"),
+            &format!("{base}[daemon]\ninbox_rescan = \"0s\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("inbox_rescan") && err.contains("at least"), "{err}");
     }
 
     #[test]

@@ -283,8 +283,16 @@ impl Transport {
         }
     }
 
-    /// Start (or resume at `offset`) downloading an artifact.
-    pub async fn open_download(&self, rel: &str, offset: u64) -> Result<Download, FetchError> {
+    /// Start (or resume at `offset`) downloading an artifact. `if_range`:
+    /// the ETag the partial's first bytes came with; a server whose copy
+    /// changed since then answers 200 with the whole artifact instead of
+    /// a 206 (RFC 9110 If-Range).
+    pub async fn open_download(
+        &self,
+        rel: &str,
+        offset: u64,
+        if_range: Option<&str>,
+    ) -> Result<Download, FetchError> {
         let url = self.url(rel);
         match &self.backend {
             Backend::File(root) => {
@@ -305,6 +313,7 @@ impl Transport {
                     url,
                     start,
                     total: Some(total),
+                    etag: None,
                     body: Body::File(file),
                 })
             }
@@ -312,12 +321,21 @@ impl Transport {
                 let mut req = client.get(&url);
                 if offset > 0 {
                     req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+                    if let Some(etag) = if_range {
+                        req = req.header(reqwest::header::IF_RANGE, etag);
+                    }
                 }
                 let resp = tokio::time::timeout(self.pace.window, req.send())
                     .await
                     .map_err(|_| Pace::new(self.pace).stalled(&url))?
                     .map_err(|e| offline(&url, root_cause(&e)))?;
                 let status = resp.status().as_u16();
+                let etag = resp
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| v.starts_with('"'))
+                    .map(String::from);
                 let (start, total) = match status {
                     200 => (0, resp.content_length()),
                     206 => {
@@ -341,6 +359,7 @@ impl Transport {
                     url,
                     start,
                     total,
+                    etag,
                     body: Body::Http(resp, Pace::new(self.pace)),
                 })
             }
@@ -369,6 +388,8 @@ pub struct Download {
     pub start: u64,
     /// Full size of the artifact, when the server said.
     pub total: Option<u64>,
+    /// The response's strong ETag, if it had one.
+    pub etag: Option<String>,
     body: Body,
 }
 

@@ -1,5 +1,5 @@
-//! `history.jsonl`: one line per install, rollback or refusal, appended and
-//! synced. Read by `updater history`.
+//! `history.jsonl`: one line per install and rollback (automatic or
+//! manual), appended and synced. Read by `updater history`.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, Write};
@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::paths::Paths;
 use crate::state::Outcome;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// Unique per event (also the id of its report): a line a crash made
+    /// the updater write twice is recognised and skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub at: Timestamp,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,7 +30,15 @@ pub struct Event {
 /// Keep the file bounded on devices that run for years.
 const MAX_BYTES: u64 = 1 << 20;
 
-pub fn append(paths: &Paths, event: &Event) -> io::Result<()> {
+/// Append `event` unless a line with its id is already there.
+pub fn append_once(paths: &Paths, event: &Event) -> io::Result<()> {
+    if event.id.is_some() && read(paths)?.iter().rev().any(|e| e.id == event.id) {
+        return Ok(());
+    }
+    append(paths, event)
+}
+
+fn append(paths: &Paths, event: &Event) -> io::Result<()> {
     let path = paths.history();
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_BYTES) {
         // Keep the newer half.

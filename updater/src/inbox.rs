@@ -6,10 +6,11 @@
 //! notify (inotify) reports a file copied or renamed into the directory at
 //! once; the daemon then waits until the directory has been quiet for a
 //! moment, so a file still being copied is not read half-written. inotify
-//! does not see a file system *mounted* on the directory (a USB stick), so
-//! the inbox is also rescanned every [`RESCAN`]. A bundle that cannot be
-//! moved (a read-only stick) is remembered by name, size and mtime and not
-//! installed again until the next poll.
+//! does not see a file system *mounted* on the directory (a USB stick), nor
+//! files written on some FUSE and NFS mounts, so the daemon also rescans the
+//! inbox every `[daemon] inbox_rescan` (default 10 s, `config::Daemon`). A
+//! bundle that cannot be moved (a read-only stick) is remembered by name,
+//! size and mtime and not installed again until the next poll.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,16 +22,16 @@ use crate::state::Outcome;
 
 /// Quiet time after the last event before the inbox is read.
 pub const SETTLE: Duration = Duration::from_secs(1);
-/// How often the inbox is read without an event (mounted sticks).
-pub const RESCAN: Duration = Duration::from_secs(10);
 
 /// A bundle already handled, until it changes or the next poll.
 pub type Seen = HashSet<(PathBuf, u64, Option<SystemTime>)>;
 
 /// Watch `inbox/` (created if missing); every event sends a unit on `tx`.
-/// `None` (logged) when the watch cannot be set up: rescans still work.
+/// `None` (logged) when the watch cannot be set up: rescans, every
+/// `rescan`, still work.
 pub fn watch(
     paths: &Paths,
+    rescan: Duration,
     tx: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
@@ -47,18 +48,18 @@ pub fn watch(
         Ok(w) => w,
         Err(e) => {
             log::warn!(
-                "inbox: cannot watch {}: {e}; rescanning every {} s",
+                "inbox: cannot watch {}: {e}; rescanning every {}",
                 inbox.display(),
-                RESCAN.as_secs()
+                humantime::format_duration(rescan)
             );
             return None;
         }
     };
     if let Err(e) = watcher.watch(&inbox, notify::RecursiveMode::NonRecursive) {
         log::warn!(
-            "inbox: cannot watch {}: {e}; rescanning every {} s",
+            "inbox: cannot watch {}: {e}; rescanning every {}",
             inbox.display(),
-            RESCAN.as_secs()
+            humantime::format_duration(rescan)
         );
         return None;
     }

@@ -57,6 +57,10 @@ impl Paths {
     pub fn partial(&self, sha256: &Sha256Hex) -> PathBuf {
         self.downloads().join(format!("{sha256}.partial"))
     }
+    /// `<url> <etag>` the partial download's first bytes came with.
+    pub fn partial_validator(&self, sha256: &Sha256Hex) -> PathBuf {
+        self.downloads().join(format!("{sha256}.validator"))
+    }
     pub fn outbox(&self) -> PathBuf {
         self.root.join("outbox")
     }

@@ -1,9 +1,17 @@
 //! Running external programs (restart command, busy command, hooks, unit
 //! and command health checks) with a timeout: the process seam. A program
 //! that does not finish in time is killed and reported as such.
+//!
+//! Each program runs in a process group of its own, and a timeout kills the
+//! whole group: a hook is usually a shell script, and killing only the
+//! shell would leave what it started (`sleep 300 &`, a stuck `curl`)
+//! running with the updater's lock long released, piling up on every retry.
+//! Only a timeout kills the group: what a program that finished in time
+//! left in the background (a restart script starting the app) keeps running.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +29,17 @@ impl RunResult {
         match self {
             RunResult::Exited(c) => format!("exited with status {c}"),
             RunResult::Signalled => "was killed by a signal".into(),
-            RunResult::TimedOut => "did not finish in time and was killed".into(),
+            RunResult::TimedOut => {
+                "did not finish in time and was killed, with every process it started".into()
+            }
         }
     }
 }
 
 /// Run `argv` (+ `extra` arguments) in `cwd` with `env`, waiting at most
 /// `timeout`. Output goes to our stderr (the journal under systemd); stdin is
-/// closed. Polling `try_wait` keeps this free of threads and signals.
+/// closed. Polling `try_wait` keeps this free of threads and signals. On a
+/// timeout the program's process group is killed and the program reaped.
 pub fn run(
     argv: &[String],
     extra: &[&str],
@@ -49,6 +60,8 @@ pub fn run(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // Its own group (pgid = its pid), so a timeout can kill its children too.
+    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
@@ -58,8 +71,7 @@ pub fn run(
                 return Ok(status.code().map_or(RunResult::Signalled, RunResult::Exited));
             }
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Ok(RunResult::TimedOut);
             }
             Ok(None) => {
@@ -69,6 +81,24 @@ pub fn run(
             Err(e) => return Err(format!("waiting for {program}: {e}")),
         }
     }
+}
+
+/// SIGKILL the child's process group, then reap the child. Until it is
+/// reaped the child's pid, which is the group's id, cannot be reused, so the
+/// signal cannot reach a stranger. The group's other members are orphans
+/// now: init (or the service manager) reaps them.
+fn kill_group(child: &mut Child) {
+    match i32::try_from(child.id()) {
+        // SAFETY: killpg(2) has no memory-safety preconditions.
+        Ok(pgid) if pgid > 1 => unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        },
+        _ => {}
+    }
+    // Should the group be gone already (the child became a zombie
+    // meanwhile), make sure of the child itself.
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Show a command line in messages.
@@ -112,5 +142,65 @@ mod tests {
             Duration::from_secs(1)
         )
         .is_err());
+    }
+
+    /// Live processes whose command line contains `marker` (a zombie's
+    /// command line is empty: it is dead, just not reaped).
+    fn alive_with(marker: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!("{name}: {cmdline}"));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_timeout_kills_what_the_program_started_too() {
+        // Unique per test process: `sleep 300.<pid>7` (sleep takes fractions).
+        let marker = format!("300.{}7", std::process::id());
+        let script = format!("sleep {marker} & sh -c 'sleep {marker}' & sleep {marker}; exit 0");
+        let started = Instant::now();
+        let result = run(&sh(&script), &[], None, &[], Duration::from_millis(300)).unwrap();
+        assert_eq!(result, RunResult::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // SIGKILL is delivered before killpg returns, but a process dies
+        // asynchronously: allow a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !alive_with(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(alive_with(&marker), Vec::<String>::new(), "left running");
+    }
+
+    #[test]
+    fn a_program_that_finishes_in_time_keeps_its_background_children() {
+        // Only a timeout kills the group: a restart script may start a
+        // service in the background and exit 0.
+        let marker = format!("300.{}3", std::process::id());
+        let script = format!("sleep {marker} >/dev/null 2>&1 & exit 0");
+        let result = run(&sh(&script), &[], None, &[], Duration::from_secs(5)).unwrap();
+        assert_eq!(result, RunResult::Exited(0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive_with(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = alive_with(&marker);
+        assert_eq!(left.len(), 1, "{left:?}");
+        // Clean up by hand: that sleep is ours.
+        let pid: i32 = left[0].split(':').next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
 }

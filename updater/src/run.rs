@@ -35,11 +35,12 @@ use crate::history::{self, Event};
 use crate::lock::{self, LockError, RunLock};
 use crate::paths::Paths;
 use crate::policy::{self, Decision};
-use crate::process;
+use crate::process::{self, RunResult};
 use crate::report::DeviceReport;
 use crate::stage::{StageError, Stager};
 use crate::state::{
-    Accepted, InFlight, Installed, LastCheck, Outcome, Phase, Slot, SlotInfo, State, StateError,
+    exit_code, Accepted, InFlight, Installed, LastCheck, Outcome, Owed, Phase, Slot, SlotInfo, State,
+    StateError,
 };
 use crate::trust::{self, ActiveKeys, TrustConfig};
 use crate::window;
@@ -55,7 +56,15 @@ pub struct Report {
     pub stage: Option<&'static str>,
     /// From the start of the install to its verdict (updates and rollbacks).
     pub duration_secs: Option<u64>,
+    /// `check --dry-run` found a release it would install.
+    pub would_install: bool,
+    /// An install or rollback verdict: its report goes out through
+    /// `State::owed`, not as a run's ordinary outcome.
+    owed: bool,
 }
+
+/// Exit code 17: `check --dry-run` found a release it would install.
+pub const EXIT_WOULD_INSTALL: u8 = 17;
 
 impl Report {
     fn new(outcome: Outcome, version: Option<&Version>, reason: impl Into<String>) -> Self {
@@ -65,6 +74,17 @@ impl Report {
             reason: reason.into(),
             stage: None,
             duration_secs: None,
+            would_install: false,
+            owed: false,
+        }
+    }
+
+    /// The process exit code for this outcome (docs/UPDATER.md).
+    pub fn exit_code(&self) -> u8 {
+        if self.would_install {
+            EXIT_WOULD_INSTALL
+        } else {
+            exit_code(self.outcome)
         }
     }
 
@@ -216,9 +236,10 @@ impl Agent {
     /// Record an outcome reached before any convergence (a bundle that could
     /// not be used), so `status` shows it like any other.
     async fn record_only(&self, report: Report) -> Result<Report, RunError> {
-        let state = State::load(&self.paths)?;
+        let mut state = State::load(&self.paths)?;
+        let loaded = state.clone();
         let running = state.active_version().cloned();
-        self.finish(&state, &state, &report, running).await?;
+        self.finish(&mut state, &loaded, &report, running).await?;
         Ok(report)
     }
 
@@ -233,14 +254,33 @@ impl Agent {
         state.time_floor = state.time_floor.max(self.clock.now());
 
         let report = if dry_run {
-            self.converge(&mut state, true, servers).await?
-        } else if let Some(report) = self.recover(&mut state).await? {
-            report
+            self.converge(&mut state, true, servers).await
         } else {
-            self.converge(&mut state, false, servers).await?
+            match self.recover(&mut state).await {
+                Ok(Some(report)) => Ok(report),
+                Ok(None) => self.converge(&mut state, false, servers).await,
+                Err(e) => Err(e),
+            }
+        };
+        let report = match report {
+            Ok(report) => report,
+            Err(e) if !dry_run => {
+                // An error that ends the run (the disk, the state file) is
+                // still an outcome the fleet must see.
+                let at = state.time_floor.max(self.clock.now());
+                let report = Report::new(
+                    Outcome::Failed,
+                    None,
+                    format!("{e}; the device stays on its current slot"),
+                );
+                self.send_report(&report, at, running_before.clone(), running_before)
+                    .await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         if !dry_run {
-            self.finish(&state, &loaded, &report, running_before).await?;
+            self.finish(&mut state, &loaded, &report, running_before).await?;
         }
         Ok(report)
     }
@@ -272,11 +312,15 @@ impl Agent {
     /// Save what the run changed, record its outcome for `status`, report it.
     async fn finish(
         &self,
-        state: &State,
+        state: &mut State,
         loaded: &State,
         report: &Report,
         running_before: Option<Version>,
     ) -> Result<(), RunError> {
+        // A Pi without RTC boots at 1970 until NTP answers: date reports
+        // like manifests, never before the time floor.
+        let at = state.time_floor.max(self.clock.now());
+        self.deliver_owed(state, at);
         state.save_changes(&self.paths, loaded)?;
         LastCheck {
             at: self.clock.now(),
@@ -285,17 +329,30 @@ impl Agent {
             reason: report.reason.clone(),
         }
         .store(&self.paths)?;
-        self.send_report(report, running_before, state.active_version().cloned())
-            .await;
+        if report.owed {
+            // Its report went out with the owed record.
+            if let Some(cfg) = &self.config.report {
+                crate::report::flush_with(&self.paths, cfg, self.clock.as_ref()).await;
+            }
+        } else {
+            self.send_report(report, at, running_before, state.active_version().cloned())
+                .await;
+        }
         Ok(())
     }
 
     /// Put the outcome in the outbox and try to send what waits there.
-    async fn send_report(&self, report: &Report, before: Option<Version>, after: Option<Version>) {
+    async fn send_report(
+        &self,
+        report: &Report,
+        at: Timestamp,
+        before: Option<Version>,
+        after: Option<Version>,
+    ) {
         let Some(cfg) = &self.config.report else { return };
         let device_report = DeviceReport::new(
             &self.config,
-            self.clock.now(),
+            at,
             report.outcome,
             before,
             report.version.clone(),
@@ -307,7 +364,7 @@ impl Agent {
         if let Err(e) = crate::report::enqueue(&self.paths, cfg, &device_report) {
             log::warn!("reports: cannot write to {}: {e}", self.paths.outbox().display());
         }
-        crate::report::flush(&self.paths, cfg).await;
+        crate::report::flush_with(&self.paths, cfg, self.clock.as_ref()).await;
     }
 
     /// Finish or undo what an interrupted run left behind.
@@ -391,7 +448,16 @@ impl Agent {
         };
         let target = cohort.target.version.clone();
         let name = &self.config.cohort;
-        match policy::decide(&cohort, state.active_version(), &state.blocked, &self.config.device_id) {
+        let decision = policy::decide(
+            &cohort,
+            state.active_version(),
+            &state.blocked,
+            &self.config.device_id,
+        );
+        if !dry_run && !matches!(decision, Decision::Install(_)) {
+            self.abandon_in_flight(state)?;
+        }
+        match decision {
             Decision::UpToDate => {
                 return Ok(Report::new(
                     Outcome::UpToDate,
@@ -426,7 +492,10 @@ impl Agent {
                 ))
             }
             Decision::Install(_) if dry_run => {
-                return Ok(Report::new(Outcome::UpToDate, Some(&target), format!("dry run: would install {target}")))
+                let mut report =
+                    Report::new(Outcome::UpToDate, Some(&target), format!("dry run: would install {target}"));
+                report.would_install = true;
+                return Ok(report);
             }
             Decision::Install(_) => {}
         }
@@ -486,11 +555,14 @@ impl Agent {
                         StageError::Refused(_) => Outcome::Refused,
                         _ => Outcome::Failed,
                     };
-                    return Ok(Report::new(
-                        outcome,
-                        Some(&target),
-                        format!("staging {target} failed: {e}"),
-                    ));
+                    let stage = match &e {
+                        StageError::Network(_) | StageError::Restart(_) => "download",
+                        _ => "stage",
+                    };
+                    return Ok(
+                        Report::new(outcome, Some(&target), format!("staging {target} failed: {e}"))
+                            .at(stage),
+                    );
                 }
             }
         }
@@ -515,25 +587,70 @@ impl Agent {
                 ),
             ));
         }
-        if !self.config.install.busy_command.is_empty() {
-            let r = process::run(
-                &self.config.install.busy_command,
-                &[],
-                None,
-                &[],
-                self.config.health.command_timeout,
-            );
-            if matches!(r, Ok(ref r) if r.success()) {
-                return Ok(Report::new(
-                    Outcome::Deferred,
-                    Some(&target),
-                    format!("{target} is staged; the device is busy (busy command said so), switching later"),
-                )
-                .at("switch"));
-            }
+        if let Some(why) = self.busy() {
+            return Ok(Report::new(
+                Outcome::Deferred,
+                Some(&target),
+                format!(
+                    "{target} is staged in slot {}; switching waits: {why}",
+                    slot.name()
+                ),
+            )
+            .at("switch"));
         }
 
         self.switch(state).await
+    }
+
+    /// A staged or half-downloaded release the cohort no longer asks for
+    /// (ops re-targeted, halted or rolled back the cohort meanwhile) must
+    /// neither be switched to later nor keep `updater rollback` waiting for
+    /// it: drop the in-flight install. The slot keeps what was staged (a
+    /// complete slot is reused if that target comes back; partial downloads
+    /// of abandoned targets are cleaned by the next staging).
+    fn abandon_in_flight(&self, state: &mut State) -> Result<(), RunError> {
+        if !matches!(state.phase, Phase::Downloading | Phase::Staged) {
+            return Ok(());
+        }
+        if let Some(t) = state.target.take() {
+            log::info!(
+                "{} is no longer this device's target: its pending install is abandoned",
+                t.version
+            );
+        }
+        state.persist(&self.paths, Phase::Idle)?;
+        Ok(())
+    }
+
+    /// Why the switch must wait, if the busy command says so. A busy command
+    /// that cannot run, is killed or does not answer within `busy_timeout`
+    /// counts as busy: interrupting a match is worse than a late update, and
+    /// the deferral's reason (in `status` and the fleet's reports) names the
+    /// broken command so someone fixes it.
+    fn busy(&self) -> Option<String> {
+        let argv = &self.config.install.busy_command;
+        if argv.is_empty() {
+            return None;
+        }
+        let shown = process::show(argv, &[]);
+        match process::run(argv, &[], None, &[], self.config.install.busy_timeout) {
+            Ok(r) if r.success() => Some(format!("the device is busy ({shown} exited 0)")),
+            Ok(RunResult::Exited(_)) => None,
+            Ok(r) => {
+                log::warn!(
+                    "busy command {shown} {}: taken as busy; fix it or remove busy_command",
+                    r.describe()
+                );
+                Some(format!(
+                    "busy command {shown} {}; fix it or remove busy_command",
+                    r.describe()
+                ))
+            }
+            Err(e) => {
+                log::warn!("{e}: taken as busy; fix busy_command or remove it");
+                Some(format!("{e}; fix busy_command or remove it"))
+            }
+        }
     }
 
     async fn fetch_cohort(
@@ -894,26 +1011,35 @@ impl Agent {
                 state.target = None;
                 state.trial_attempts = 0;
                 state.trial_shutdowns = 0;
-                state.persist(&self.paths, Phase::Committed)?;
                 let duration = target.started_at.map(|s| s.until(self.clock.now()).as_secs());
-                self.record(Event {
-                    at: self.clock.now(),
-                    outcome: Outcome::Updated,
-                    from: previous.clone(),
-                    to: Some(target.version.clone()),
-                    reason: format!("healthy after {:.1} s", took.as_secs_f64()),
-                    duration_secs: duration,
-                });
-                let from = previous.map(|v| format!(" from {v}")).unwrap_or_default();
-                Ok(Report::new(
-                    Outcome::Updated,
-                    Some(&target.version),
-                    format!(
-                        "updated{from} to {}: healthy after {:.1} s, committed",
-                        target.version,
-                        took.as_secs_f64()
+                let from = previous
+                    .as_ref()
+                    .map(|v| format!(" from {v}"))
+                    .unwrap_or_default();
+                let report = self.owe(
+                    state,
+                    Event {
+                        id: None,
+                        at: self.clock.now(),
+                        outcome: Outcome::Updated,
+                        from: previous.clone(),
+                        to: Some(target.version.clone()),
+                        reason: format!("healthy after {:.1} s", took.as_secs_f64()),
+                        duration_secs: duration,
+                    },
+                    Report::new(
+                        Outcome::Updated,
+                        Some(&target.version),
+                        format!(
+                            "updated{from} to {}: healthy after {:.1} s, committed",
+                            target.version,
+                            took.as_secs_f64()
+                        ),
                     ),
-                ))
+                    previous,
+                );
+                state.persist(&self.paths, Phase::Committed)?;
+                Ok(report)
             }
             Err(reason) => self.rollback(state, reason).await,
         }
@@ -941,6 +1067,7 @@ impl Agent {
     /// block the version that failed.
     async fn rollback(&self, state: &mut State, reason: String) -> Result<Report, RunError> {
         let target = state.target.clone().expect("a rollback has a target");
+        let before = state.active_version().cloned();
         state.rollback_reason = Some(reason.clone());
         state.persist(&self.paths, Phase::RollingBack)?;
         log::warn!("{} failed: {reason}; rolling back", target.version);
@@ -983,38 +1110,99 @@ impl Agent {
         state.trial_attempts = 0;
         state.trial_shutdowns = 0;
         state.rollback_reason = None;
-        state.persist(&self.paths, Phase::Idle)?;
         let back_to = target.previous.as_ref().map(|p| p.version.to_string());
         let duration = target.started_at.map(|s| s.until(self.clock.now()).as_secs());
-        self.record(Event {
-            at: self.clock.now(),
-            outcome: Outcome::RolledBack,
-            from: Some(target.version.clone()),
-            to: target.previous.as_ref().map(|p| p.version.clone()),
-            reason: reason.clone(),
-            duration_secs: duration,
-        });
-        let mut report = Report::new(
-            Outcome::RolledBack,
-            Some(&target.version),
-            format!(
-                "{} failed ({reason}); rolled back to {}; {} is blocked on this device{note}",
-                target.version,
-                back_to.as_deref().unwrap_or("nothing (first install)"),
-                target.version
-            ),
-        )
-        .at("health");
-        report.duration_secs = duration;
+        let report = self.owe(
+            state,
+            Event {
+                id: None,
+                at: self.clock.now(),
+                outcome: Outcome::RolledBack,
+                from: Some(target.version.clone()),
+                to: target.previous.as_ref().map(|p| p.version.clone()),
+                reason: reason.clone(),
+                duration_secs: duration,
+            },
+            Report::new(
+                Outcome::RolledBack,
+                Some(&target.version),
+                format!(
+                    "{} failed ({reason}); rolled back to {}; {} is blocked on this device{note}",
+                    target.version,
+                    back_to.as_deref().unwrap_or("nothing (first install)"),
+                    target.version
+                ),
+            )
+            .at("health"),
+            before,
+        );
+        state.persist(&self.paths, Phase::Idle)?;
         Ok(report)
     }
 
-    fn record(&self, event: Event) {
-        if let Err(e) = history::append(&self.paths, &event) {
+    /// Make a verdict's history line and report owed in `state` (see
+    /// `State::owed`): the caller's next persist, the one that records the
+    /// verdict, saves them with it, and `finish` writes them.
+    fn owe(
+        &self,
+        state: &mut State,
+        mut event: Event,
+        mut report: Report,
+        before: Option<Version>,
+    ) -> Report {
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+        event.id = Some(hex::encode(id));
+        report.duration_secs = event.duration_secs;
+        report.owed = true;
+        state.owed = Some(Owed {
+            event,
+            version: report.version.clone(),
+            reason: report.reason.clone(),
+            stage: report.stage.map(String::from),
+            before,
+        });
+        report
+    }
+
+    /// Write what `state.owed` holds: the history line (once, by its id)
+    /// and the report (the server drops a second copy by its id), then
+    /// clear it and save that; a crash before the save makes the next run
+    /// deliver it again, harmlessly. The save is its own write (not left to
+    /// `finish`'s), so the clearing never takes other changes with it.
+    fn deliver_owed(&self, state: &mut State, at: Timestamp) {
+        let Some(owed) = state.owed.clone() else { return };
+        if let Err(e) = history::append_once(&self.paths, &owed.event) {
             log::warn!(
-                "{}: cannot append to history: {e}",
+                "{}: cannot append to history: {e}; retried next run",
                 self.paths.history().display()
             );
+            return;
+        }
+        if let Some(cfg) = &self.config.report {
+            let mut report = DeviceReport::new(
+                &self.config,
+                at,
+                owed.event.outcome,
+                owed.before.clone(),
+                owed.version.clone(),
+                state.active_version().cloned(),
+                owed.stage.as_deref(),
+                &owed.reason,
+                owed.event.duration_secs,
+            );
+            report.id = owed.event.id.clone().expect("owed events have an id");
+            if let Err(e) = crate::report::enqueue(&self.paths, cfg, &report) {
+                log::warn!(
+                    "reports: cannot write to {}: {e}; retried next run",
+                    self.paths.outbox().display()
+                );
+                return;
+            }
+        }
+        state.owed = None;
+        if let Err(e) = state.save(&self.paths) {
+            log::warn!("{e}; the history line and report are delivered again next run (once each)");
         }
     }
 
@@ -1080,7 +1268,7 @@ impl Agent {
         let report = self
             .rollback(&mut state, "manual rollback by an operator".into())
             .await?;
-        self.finish(&state, &loaded, &report, running_before).await?;
+        self.finish(&mut state, &loaded, &report, running_before).await?;
         Ok(report)
     }
 }

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ pub enum StageError {
     Refused(String),
     #[error("not enough space in {dir}: {need} bytes needed, {have} available; free space or enlarge the data partition")]
     NoSpace { dir: String, need: u64, have: u64 },
+    /// The server's copy of an artifact changed under a resumed download
+    /// (its ETag differs from the one the partial began with): the partial
+    /// is dropped and the component downloaded again from the start.
+    #[error("{0}")]
+    Restart(String),
     #[error("post_stage hook {hook} {result}; the release was not installed")]
     Hook { hook: String, result: String },
     #[error("{path}: {source}")]
@@ -145,7 +150,7 @@ impl Stager<'_> {
         let keep: Vec<String> = release
             .components
             .iter()
-            .map(|c| format!("{}.partial", c.sha256))
+            .flat_map(|c| [format!("{}.partial", c.sha256), format!("{}.validator", c.sha256)])
             .collect();
         let Ok(entries) = fs::read_dir(self.paths.downloads()) else {
             return;
@@ -202,17 +207,43 @@ impl Stager<'_> {
                 result: e,
             })?;
         if !result.success() {
+            // Name the limit, so the fix (a faster hook or a longer
+            // `install.hook_timeout`) is obvious from the one log line.
+            let result = match result {
+                process::RunResult::TimedOut => format!(
+                    "did not finish within install.hook_timeout ({}) and was killed, with every process it started",
+                    humantime::format_duration(self.config.install.hook_timeout)
+                ),
+                other => other.describe(),
+            };
             return Err(StageError::Hook {
                 hook: hook.to_string(),
-                result: result.describe(),
+                result,
             });
         }
         Ok(())
     }
 
     /// Download (resuming) and unpack one component; returns bytes fetched
-    /// over the network in this run.
+    /// over the network in this run. A download whose artifact changed on
+    /// the server under it starts over once.
     async fn fetch_component(&self, c: &Component, dest: &Path) -> Result<u64, StageError> {
+        match self.fetch_component_once(c, dest).await {
+            Err(StageError::Restart(why)) => {
+                log::warn!("{why}");
+                self.fetch_component_once(c, dest).await
+            }
+            result => result,
+        }
+    }
+
+    /// Remove a partial download and the validator it began with.
+    fn forget_partial(&self, c: &Component) {
+        let _ = fs::remove_file(self.paths.partial(&c.sha256));
+        let _ = fs::remove_file(self.paths.partial_validator(&c.sha256));
+    }
+
+    async fn fetch_component_once(&self, c: &Component, dest: &Path) -> Result<u64, StageError> {
         let partial = self.paths.partial(&c.sha256);
         let (tx, rx) = sync_channel::<Bytes>(CHANNEL_PIECES);
         let limits = Limits::unpacked(c.unpacked_size);
@@ -234,7 +265,7 @@ impl Stager<'_> {
         };
         let artifact = format!("artifact {} of component {}", c.sha256, c.name);
         if hash != c.sha256 {
-            let _ = fs::remove_file(&partial);
+            self.forget_partial(c);
             remove_tree(dest).map_err(io_at(dest))?;
             return Err(StageError::Refused(format!(
                 "{artifact}: downloaded bytes hash to {hash}, not to the sha256 in the signed manifest \
@@ -243,7 +274,7 @@ impl Stager<'_> {
         }
         match unpacked {
             Ok(summary) => {
-                let _ = fs::remove_file(&partial);
+                self.forget_partial(c);
                 log::info!(
                     "component {} downloaded and unpacked ({} bytes fetched, {} files bytes)",
                     c.name,
@@ -260,7 +291,7 @@ impl Stager<'_> {
                 })
             }
             Err(e) => {
-                let _ = fs::remove_file(&partial);
+                self.forget_partial(c);
                 remove_tree(dest).map_err(io_at(dest))?;
                 Err(StageError::Refused(format!(
                     "{artifact} is signed but unsafe to unpack: {e}"
@@ -303,6 +334,7 @@ impl Stager<'_> {
             if len > c.size {
                 drop(f);
                 fs::remove_file(partial).map_err(io_at(partial))?;
+                let _ = fs::remove_file(self.paths.partial_validator(&c.sha256));
             } else {
                 let mut buf = vec![0u8; PIECE];
                 loop {
@@ -328,6 +360,10 @@ impl Stager<'_> {
         let rel = artifact_path(&c.sha256);
         let mut fetched = 0u64;
         let mut attempt = 0u32;
+        let validator = Validator {
+            path: self.paths.partial_validator(&c.sha256),
+            url: self.transport.url(&rel),
+        };
         while have < c.size {
             let result = self
                 .fetch_range(
@@ -337,6 +373,7 @@ impl Stager<'_> {
                     &mut fetched,
                     &mut out,
                     partial,
+                    &validator,
                     &mut |b| send(b, &mut hasher),
                 )
                 .await;
@@ -378,16 +415,32 @@ impl Stager<'_> {
         fetched: &mut u64,
         out: &mut File,
         partial: &Path,
+        validator: &Validator,
         send: &mut dyn FnMut(Bytes),
     ) -> Result<(), StageError> {
+        let began_with = if *have > 0 { validator.load() } else { None };
         let mut dl = self
             .transport
-            .open_download(rel, *have)
+            .open_download(rel, *have, began_with.as_deref())
             .await
             .map_err(StageError::Network)?;
+        match (&began_with, &dl.etag) {
+            (Some(then), Some(now)) if then != now => {
+                let _ = fs::remove_file(partial);
+                let _ = fs::remove_file(&validator.path);
+                return Err(StageError::Restart(format!(
+                    "{}: the artifact changed on the server since this download began (ETag {then}, now {now}); \
+                     downloading it again from the start",
+                    dl.url
+                )));
+            }
+            _ if *have == 0 => validator.store(dl.etag.as_deref()),
+            _ => {}
+        }
         if let Some(total) = dl.total.filter(|_| dl.start != u64::MAX) {
             if total != size {
                 let _ = fs::remove_file(partial);
+                let _ = fs::remove_file(&validator.path);
                 return Err(StageError::Refused(format!(
                     "{}: the server has {total} bytes, the signed manifest says {size} (wrong size)",
                     dl.url
@@ -423,6 +476,7 @@ impl Stager<'_> {
             }
             if *have + chunk.len() as u64 > size {
                 let _ = fs::remove_file(partial);
+                let _ = fs::remove_file(&validator.path);
                 return Err(StageError::Refused(format!(
                     "{}: the server sent more than the {size} bytes the signed manifest says (wrong size)",
                     dl.url
@@ -495,5 +549,34 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+/// The ETag a partial download's first bytes came with, and from which URL
+/// (`downloads/<sha256>.validator`). A resume from the same URL sends it as
+/// `If-Range` and accepts the bytes only under the same ETag. From another
+/// server (a mirror) it is not sent: ETags differ between servers for the
+/// same bytes, the path is content-addressed, and the final SHA-256 check
+/// is the arbiter either way.
+struct Validator {
+    path: PathBuf,
+    url: String,
+}
+
+impl Validator {
+    fn load(&self) -> Option<String> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let (url, etag) = text.trim_end().split_once(' ')?;
+        (url == self.url).then(|| etag.to_string())
+    }
+
+    /// Best effort: without it a resume is still checked by the hash.
+    fn store(&self, etag: Option<&str>) {
+        let result = match etag {
+            Some(etag) => fs::write(&self.path, format!("{} {etag}\n", self.url)),
+            None => fs::remove_file(&self.path).or(Ok(())),
+        };
+        if let Err(e) = result {
+            log::debug!("{}: {e}", self.path.display());
+        }
     }
 }

@@ -165,6 +165,26 @@ pub struct State {
     /// Versions that failed here, with why: never retried.
     #[serde(default)]
     pub blocked: BTreeMap<String, String>,
+    /// The history line and report an install or rollback owes, saved by
+    /// the same write that records its verdict (a crash between that write
+    /// and the history append must lose neither) and cleared once both are
+    /// written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Owed>,
+}
+
+/// What an install or rollback must still record: its `history.jsonl` line
+/// and its report, both marked with one id so neither is written twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    pub event: crate::history::Event,
+    /// The report's version (the release installed or rolled back).
+    pub version: Option<Version>,
+    /// The report's reason (more detailed than the history line's).
+    pub reason: String,
+    pub stage: Option<String>,
+    /// What ran before the install or rollback began.
+    pub before: Option<Version>,
 }
 
 /// How often the clock alone may rewrite the time floor file: often
@@ -224,13 +244,18 @@ impl State {
         } else {
             phase
         };
+        self.save(paths)?;
+        crate::failpoint::hit(phase);
+        Ok(())
+    }
+
+    /// Write `state.json` as it is, without a transition.
+    pub fn save(&self, paths: &Paths) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
         write_atomic(&paths.state(), &bytes).map_err(|source| StateError::Io {
             path: paths.state().display().to_string(),
             source,
-        })?;
-        crate::failpoint::hit(phase);
-        Ok(())
+        })
     }
 
     /// Save what a run changed: `state.json` only if its bytes would

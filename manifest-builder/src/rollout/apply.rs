@@ -6,13 +6,15 @@
 //! Steps of `advance`: read the cohort manifest; find the fleet's numbers for
 //! its target; [`decide`]; then, unless it is a dry run, apply: a new
 //! percentage (advance, halt) or a new target (rollback). When a rollback is
-//! called for but the store holds no lower release, the cohort is halted
+//! called for but the release the cohort ran before cannot be told (see
+//! [`previous_target`]) or is no longer in the store, the cohort is halted
 //! instead: stopping new installs is always possible and always safe.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use manifest::store::{cohort_path, RELEASES_DIR};
+use manifest::store::{cohort_path, release_path, RELEASES_DIR};
 use manifest::{CohortManifest, CohortName, Percent, PublicKey, SecretKey, Timestamp, Version};
 
 use super::decide::{decide, Decision};
@@ -108,69 +110,135 @@ pub fn halt(
     set_percent(root, &current, zero(), signing, now).map(Some)
 }
 
-/// The highest release in the store below `current`. Pre-releases are never
-/// picked on their own (a rollback to `2.0.0-rc.1` from `2.0.0` is rarely
-/// meant): name one with `--to`.
-pub fn previous_release(root: &Path, current: &Version) -> Result<Option<Version>> {
-    let store = Store::open(root)?;
-    Ok(store
-        .list(RELEASES_DIR)?
-        .iter()
-        .filter_map(|name| Version::parse(name).ok())
-        .filter(|v| v < current && v.pre.is_empty())
-        .max())
+/// The release a cohort ran before its current target, and the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    pub version: Version,
+    /// At least this many of the cohort's devices say so.
+    pub devices: u64,
+}
+
+/// The version cohort `cohort` ran before `target`, from the fleet's reports.
+///
+/// Why the reports: the store keeps only the cohort's *current* manifest,
+/// and nothing records the targets before it (`manifest-builder promote`
+/// is also run by hand, so a record kept by `rollout` alone would miss the
+/// very promotion being undone). "The highest release in the store below
+/// the target" is not the answer either: a 2.5.0 published for `beta` only
+/// would send `stable` to a release it never ran. The devices know: one
+/// the rollout has not reached, or that rolled back, still *runs* the old
+/// version (`versions`), and one that tried the target said what it came
+/// *from* (`from_versions` of the target). Each lower version gets the
+/// larger of the two counts (a device may be in both: a lower bound on
+/// distinct devices); the most devices wins. Only versions below the
+/// target count (a rollback goes back), and a tie or no evidence is
+/// refused rather than guessed: `--to VERSION` names it.
+pub fn previous_target(
+    fleet: &Fleet,
+    cohort: &CohortName,
+    target: &Version,
+) -> std::result::Result<Previous, String> {
+    let stats = fleet.cohort(cohort.as_str());
+    let mut votes: BTreeMap<Version, u64> = BTreeMap::new();
+    let mut add = |counts: &BTreeMap<String, u64>| {
+        for (v, n) in counts {
+            if let Ok(v) = Version::parse(v) {
+                if &v < target && *n > 0 {
+                    let e = votes.entry(v).or_default();
+                    *e = (*e).max(*n);
+                }
+            }
+        }
+    };
+    if let Some(c) = stats {
+        add(&c.versions);
+    }
+    if let Some(t) = fleet.target(cohort.as_str(), target) {
+        add(&t.from_versions);
+    }
+    let mut ranked: Vec<(Version, u64)> = votes.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    match ranked.as_slice() {
+        [] => Err(format!(
+            "no device of cohort {cohort} reports running, or coming from, a release below {target}"
+        )),
+        [(a, n), (b, m), ..] if n == m => Err(format!(
+            "the reports of cohort {cohort} do not tell: as many devices ({n}) run or came from {a} as {b}"
+        )),
+        [(v, n), ..] => Ok(Previous {
+            version: v.clone(),
+            devices: *n,
+        }),
+    }
 }
 
 pub struct RolledBack {
     pub doc: CohortManifest,
     pub from: Version,
-    /// Chosen as the highest lower release (no `--to`).
-    pub picked: bool,
+    /// How the version was chosen without `--to`: from the fleet's reports.
+    pub picked: Option<Previous>,
 }
 
 /// `rollout rollback`: a new manifest (sequence + 1) targeting `to`, or the
-/// highest lower release, at 100 % with `allow_downgrade`, so every device
+/// release the cohort ran before its target (from `fleet`, see
+/// [`previous_target`]), at 100 % with `allow_downgrade`, so every device
 /// that moved goes back (DESIGN: remote rollback).
 pub fn rollback(
     root: &Path,
     cohort: &CohortName,
     to: Option<Version>,
+    fleet: Option<&Fleet>,
     signing: &Signing,
     now: Timestamp,
 ) -> Result<RolledBack> {
     let current = read_cohort(root, cohort)?;
-    rollback_from(root, &current, to, signing, now)
+    let from = &current.target.version;
+    let (to, picked) = match (to, fleet) {
+        (Some(v), _) => (v, None),
+        (None, None) => {
+            return Err(Error::Refused(format!(
+                "which release did cohort {cohort} run before {from}? The store does not say: pass --server URL \
+                 (and --token-file FILE) so the fleet's reports tell, or name it with --to VERSION"
+            )))
+        }
+        (None, Some(fleet)) => match previous_target(fleet, cohort, from) {
+            Ok(p) => (p.version.clone(), Some(p)),
+            Err(why) => {
+                return Err(Error::Refused(format!(
+                    "cannot tell which release cohort {cohort} ran before {from}: {why}; name it with --to VERSION"
+                )))
+            }
+        },
+    };
+    let mut rb = rollback_from(root, &current, to, signing, now)?;
+    rb.picked = picked;
+    Ok(rb)
 }
 
 fn rollback_from(
     root: &Path,
     current: &CohortManifest,
-    to: Option<Version>,
+    target: Version,
     signing: &Signing,
     now: Timestamp,
 ) -> Result<RolledBack> {
     let from = current.target.version.clone();
-    let picked = to.is_none();
-    let target = match to {
-        Some(v) if v >= from => {
-            return Err(Error::Refused(format!(
-                "{v} is not lower than {from}, the current target of cohort {}: a rollback goes back (use `promote` to go forward)",
-                current.cohort
-            )))
-        }
-        Some(v) => v,
-        None => previous_release(root, &from)?.ok_or_else(|| no_previous(root, current))?,
-    };
+    if target >= from {
+        return Err(Error::Refused(format!(
+            "{target} is not lower than {from}, the current target of cohort {}: a rollback goes back (use `promote` to go forward)",
+            current.cohort
+        )));
+    }
     let doc = resign(root, current, &target, Percent::ALL, true, signing, now)?;
-    Ok(RolledBack { doc, from, picked })
+    Ok(RolledBack {
+        doc,
+        from,
+        picked: None,
+    })
 }
 
-fn no_previous(root: &Path, current: &CohortManifest) -> Error {
-    Error::Refused(format!(
-        "no release lower than {} in {}: nothing to roll back to (halt with `rollout halt`, or publish a fixed version)",
-        current.target.version,
-        root.join(RELEASES_DIR).display()
-    ))
+fn in_store(root: &Path, v: &Version) -> Result<bool> {
+    Ok(Store::open(root)?.read_pair(&release_path(v))?.is_some())
 }
 
 /// What `advance` did about its decision.
@@ -180,7 +248,8 @@ pub enum Effect {
     /// Advanced or halted: the new manifest.
     Resigned(CohortManifest),
     RolledBack(RolledBack),
-    /// A rollback was called for but there was no lower release.
+    /// A rollback was called for but the release to go back to could not
+    /// be told or is gone.
     HaltedInstead {
         doc: CohortManifest,
         why: String,
@@ -218,17 +287,32 @@ pub fn advance(req: &AdvanceRequest, fleet: &Fleet, now: Timestamp) -> Result<Ad
             Decision::Halt { .. } => {
                 Effect::Resigned(set_percent(&req.store, &before, zero(), &req.signing, now)?)
             }
-            Decision::Rollback { .. } => match previous_release(&req.store, &before.target.version)? {
-                Some(v) => {
-                    let mut rb = rollback_from(&req.store, &before, Some(v), &req.signing, now)?;
-                    rb.picked = true;
-                    Effect::RolledBack(rb)
+            Decision::Rollback { .. } => {
+                let previous = previous_target(fleet, &req.cohort, &before.target.version)
+                    .map_err(|why| format!("cannot tell which release to go back to: {why}"))
+                    .and_then(|p| match in_store(&req.store, &p.version) {
+                        Ok(true) => Ok(p),
+                        Ok(false) => Err(format!(
+                            "{}, which cohort {} ran before, is no longer in {}",
+                            p.version,
+                            req.cohort,
+                            req.store.join(RELEASES_DIR).display()
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    });
+                match previous {
+                    Ok(p) => {
+                        let mut rb =
+                            rollback_from(&req.store, &before, p.version.clone(), &req.signing, now)?;
+                        rb.picked = Some(p);
+                        Effect::RolledBack(rb)
+                    }
+                    Err(why) => Effect::HaltedInstead {
+                        doc: set_percent(&req.store, &before, zero(), &req.signing, now)?,
+                        why,
+                    },
                 }
-                None => Effect::HaltedInstead {
-                    doc: set_percent(&req.store, &before, zero(), &req.signing, now)?,
-                    why: no_previous(&req.store, &before).to_string(),
-                },
-            },
+            }
         }
     };
     Ok(Advanced {
@@ -486,31 +570,90 @@ mod tests {
         assert!(err.to_string().contains("401"), "{err}");
     }
 
+    /// A failing fleet whose devices ran (and came from) `previous`.
+    fn failing_fleet(running: &[(&str, u64)], from: &[(&str, u64)]) -> Fleet {
+        let mut f = fleet(3, 0, 3);
+        let map = |pairs: &[(&str, u64)]| pairs.iter().map(|(v, n)| (v.to_string(), *n)).collect();
+        f.cohorts[0].versions = map(running);
+        f.cohorts[0].targets[0].from_versions = map(from);
+        f
+    }
+
     #[test]
-    fn advance_rolls_back_to_the_previous_release_or_halts_when_there_is_none() {
+    fn advance_rolls_back_to_what_the_cohort_ran_or_halts_when_it_cannot_tell() {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::generate();
         let root = store(dir.path(), &key);
         let req = request(&root, &key, super::super::OnFailure::Rollback);
-        let out = advance(&req, &fleet(3, 0, 3), Timestamp::from_unix(T0 + 60)).unwrap();
+        let f = failing_fleet(&[("1.0.0", 7)], &[("1.0.0", 3)]);
+        let out = advance(&req, &f, Timestamp::from_unix(T0 + 60)).unwrap();
         let Effect::RolledBack(rb) = out.effect else {
             panic!("not rolled back")
         };
         assert_eq!(rb.doc.target.version.to_string(), "1.0.0");
-        assert!(rb.doc.allow_downgrade && rb.picked);
+        assert_eq!(rb.picked.unwrap().devices, 7);
+        assert!(rb.doc.allow_downgrade);
         assert_eq!((rb.doc.sequence, rb.doc.rollout.percent), (2, Percent::ALL));
 
-        // Same failure with 1.0.0 gone from the store: halted instead.
+        // No device says what ran before: halted, not guessed.
         let dir = tempfile::tempdir().unwrap();
         let root = store(dir.path(), &key);
-        std::fs::remove_file(root.join("releases/1.0.0.json")).unwrap();
         let req = request(&root, &key, super::super::OnFailure::Rollback);
         let out = advance(&req, &fleet(3, 0, 3), Timestamp::from_unix(T0 + 60)).unwrap();
         let Effect::HaltedInstead { doc, why } = out.effect else {
             panic!("not halted")
         };
         assert_eq!((doc.sequence, doc.rollout.percent), (2, zero()));
-        assert!(why.contains("no release lower than 2.0.0"), "{why}");
+        assert!(why.contains("cannot tell which release to go back to"), "{why}");
+
+        // The reports name 1.0.0, but it is gone from the store: halted.
+        let dir = tempfile::tempdir().unwrap();
+        let root = store(dir.path(), &key);
+        std::fs::remove_file(root.join("releases/1.0.0.json")).unwrap();
+        let req = request(&root, &key, super::super::OnFailure::Rollback);
+        let out = advance(&req, &f, Timestamp::from_unix(T0 + 60)).unwrap();
+        let Effect::HaltedInstead { doc, why } = out.effect else {
+            panic!("not halted")
+        };
+        assert_eq!((doc.sequence, doc.rollout.percent), (2, zero()));
+        assert!(
+            why.contains("1.0.0, which cohort stable ran before, is no longer in"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_previous_target_is_what_the_cohort_ran_not_the_next_lower_release() {
+        let stable = CohortName::new("stable").unwrap();
+        let v3 = Version::parse("3.0.0").unwrap();
+        let with = |running: &[(&str, u64)], from: &[(&str, u64)]| {
+            let mut f = failing_fleet(running, from);
+            f.cohorts[0].targets[0].version = "3.0.0".into();
+            previous_target(&f, &stable, &v3)
+        };
+        // 2.5.0 was published for beta; one device moved over from beta.
+        // Versions at or above the target never count.
+        let p = with(
+            &[("3.0.0", 4), ("2.5.0", 1), ("1.0.0", 15), ("4.0.0", 40)],
+            &[("1.0.0", 4), ("2.5.0", 1)],
+        )
+        .unwrap();
+        assert_eq!((p.version.to_string(), p.devices), ("1.0.0".into(), 15));
+        // At 100 %: nobody runs the old one any more, the origins tell.
+        let p = with(&[("3.0.0", 20)], &[("1.0.0", 19), ("2.5.0", 1)]).unwrap();
+        assert_eq!((p.version.to_string(), p.devices), ("1.0.0".into(), 19));
+        // A tie, or nothing: refused, never guessed.
+        let err = with(&[("1.0.0", 2), ("2.5.0", 2)], &[]).unwrap_err();
+        assert!(
+            err.contains("do not tell") && err.contains("2.5.0") && err.contains("1.0.0"),
+            "{err}"
+        );
+        let err = with(&[("3.0.0", 5)], &[]).unwrap_err();
+        assert!(err.contains("no device of cohort stable"), "{err}");
+        // Another cohort's numbers are not this one's.
+        let mut f = failing_fleet(&[("1.0.0", 9)], &[]);
+        f.cohorts[0].cohort = "beta".into();
+        assert!(previous_target(&f, &stable, &v3).is_err());
     }
 
     #[test]

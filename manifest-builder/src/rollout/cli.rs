@@ -33,7 +33,7 @@ enum RolloutCommand {
     Advance(AdvanceArgs),
     /// Stop new installs: percent 0, sequence + 1. Devices already on the target stay.
     Halt(HaltArgs),
-    /// Point the cohort at the previous release with allow_downgrade, sequence + 1.
+    /// Point the cohort back at the release it ran before (or --to) with allow_downgrade, sequence + 1.
     Rollback(RollbackArgs),
     /// Repeat `advance` every --interval until the rollout is done, halted or rolled back.
     Watch(WatchArgs),
@@ -105,7 +105,9 @@ struct PolicyArgs {
     /// Devices that must have tried the target before its rate is judged [default: 3].
     #[arg(long, value_name = "N")]
     min_reports: Option<u64>,
-    /// What a failed rollout gets [default: halt].
+    /// What a failed rollout gets: rollback (to the release the cohort ran before, from the
+    /// fleet's reports; halted instead when that cannot be told) or halt (percent 0 only)
+    /// [default: rollback].
     #[arg(long, value_enum)]
     on_failure: Option<OnFailure>,
 }
@@ -290,13 +292,12 @@ fn describe(a: &Advanced) -> String {
 
 fn rolled_back_text(rb: &apply::RolledBack) -> String {
     let d = &rb.doc;
-    let how = if rb.picked {
-        format!(
-            " ({} is the highest release below {} in the store)",
-            d.target.version, rb.from
-        )
-    } else {
-        String::new()
+    let how = match &rb.picked {
+        Some(p) => format!(
+            " ({} is what cohort {} ran before {}: {} device(s) run it or came from it)",
+            d.target.version, d.cohort, rb.from, p.devices
+        ),
+        None => String::new(),
     };
     format!(
         "cohort {} -> {} at {} % with allow_downgrade, from {}{how} (sequence {})",
@@ -340,16 +341,36 @@ struct RollbackArgs {
     cohort: CohortName,
     #[command(flatten)]
     signing: SigningArgs,
-    /// The release to go back to (default: the highest release in the store
-    /// below the current target, pre-releases excluded).
+    /// The release to go back to. Default: the one the cohort ran before its current target, as
+    /// its devices report it (needs --server); refused when the reports do not tell.
     #[arg(long, value_name = "VERSION")]
     to: Option<Version>,
+    /// Base URL of the manifest-server that keeps the reports, to find the release the cohort
+    /// ran before (not needed with --to).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// File holding the bearer token for /v1/fleet (as for `rollout status`).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    token_file: Option<PathBuf>,
 }
 
 impl RollbackArgs {
     fn run(self, now: Timestamp) -> Result<Exit> {
         let signing = self.signing.resolve()?;
-        let rb = apply::rollback(&self.store, &self.cohort, self.to, &signing, now)?;
+        // With --to the fleet is not needed, and not asked: a rollback must
+        // work while the report server is down.
+        let fleet = match (&self.to, self.server) {
+            (None, Some(server)) => Some(
+                ServerArgs {
+                    server,
+                    token_file: self.token_file,
+                }
+                .resolve()?
+                .fetch()?,
+            ),
+            _ => None,
+        };
+        let rb = apply::rollback(&self.store, &self.cohort, self.to, fleet.as_ref(), &signing, now)?;
         println!("rolled back: {}", rolled_back_text(&rb));
         Ok(Exit::Success)
     }

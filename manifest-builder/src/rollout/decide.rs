@@ -262,6 +262,14 @@ mod tests {
         }
     }
 
+    /// `--on-failure halt` (the default is rollback).
+    fn halt_policy() -> Policy {
+        Policy {
+            on_failure: OnFailure::Halt,
+            ..Policy::default()
+        }
+    }
+
     fn pct(s: &str) -> Percent {
         s.parse().unwrap()
     }
@@ -271,7 +279,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(10, 10, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(30),
         );
         match d {
@@ -285,7 +293,7 @@ mod tests {
         let d = decide(
             &cohort("50", false),
             Some(&stats(20, 19, 1)),
-            &Policy::default(),
+            &halt_policy(),
             after(31),
         );
         assert!(
@@ -299,7 +307,7 @@ mod tests {
         let d = decide(
             &cohort("12.5", false),
             Some(&stats(5, 5, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(40),
         );
         assert!(
@@ -313,7 +321,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(50, 50, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(29),
         );
         match d {
@@ -324,7 +332,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(50, 50, 0)),
-            &Policy::default(),
+            &halt_policy(),
             Timestamp::from_unix(T0 - 100),
         );
         assert!(matches!(d, Decision::Wait { .. }), "{d:?}");
@@ -335,7 +343,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(2, 2, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(60),
         );
         match d {
@@ -343,7 +351,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // No report at all about the target: the same.
-        let d = decide(&cohort("10", false), None, &Policy::default(), after(60));
+        let d = decide(&cohort("10", false), None, &halt_policy(), after(60));
         assert!(
             matches!(&d, Decision::Wait { why } if why.contains("0 device(s)")),
             "{d:?}"
@@ -352,7 +360,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(2, 0, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(60),
         );
         assert!(matches!(d, Decision::Wait { .. }), "{d:?}");
@@ -363,7 +371,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(3, 0, 3)),
-            &Policy::default(),
+            &halt_policy(),
             after(1),
         );
         match d {
@@ -376,7 +384,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(3, 1, 2)),
-            &Policy::default(),
+            &halt_policy(),
             after(1),
         );
         assert!(matches!(d, Decision::Wait { .. }), "{d:?}");
@@ -394,12 +402,20 @@ mod tests {
             matches!(&d, Decision::Rollback { why } if why.contains("consecutive")),
             "{d:?}"
         );
+        // The default policy is the procedure: stop and roll back.
+        let d = decide(
+            &cohort("25", false),
+            Some(&stats(10, 7, 3)),
+            &Policy::default(),
+            after(5),
+        );
+        assert!(matches!(&d, Decision::Rollback { .. }), "{d:?}");
     }
 
     #[test]
     fn a_low_success_rate_after_the_stability_period_fails_the_rollout() {
         let low = stats(20, 18, 0); // 90 %
-        let d = decide(&cohort("10", false), Some(&low), &Policy::default(), after(30));
+        let d = decide(&cohort("10", false), Some(&low), &halt_policy(), after(30));
         match d {
             Decision::Halt { why } => {
                 assert!(why.contains("18 of 20 succeeded (90 %)"), "{why}");
@@ -413,7 +429,7 @@ mod tests {
         let d = decide(
             &cohort("10", false),
             Some(&stats(10_000, 9_499, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(30),
         );
         assert!(matches!(d, Decision::Halt { .. }), "{d:?}");
@@ -435,7 +451,7 @@ mod tests {
         let d = decide(
             &cohort("100", true),
             Some(&stats(10, 5, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(60),
         );
         assert!(
@@ -449,7 +465,7 @@ mod tests {
         let d = decide(
             &cohort("0", false),
             Some(&stats(10, 10, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(600),
         );
         assert!(
@@ -463,7 +479,7 @@ mod tests {
         let d = decide(
             &cohort("100", false),
             Some(&stats(100, 99, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(30),
         );
         assert!(
@@ -474,7 +490,7 @@ mod tests {
         let d = decide(
             &cohort("100", false),
             Some(&stats(100, 99, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(10),
         );
         assert!(matches!(d, Decision::Wait { .. }), "{d:?}");
@@ -482,7 +498,7 @@ mod tests {
         let d = decide(
             &cohort("100", false),
             Some(&stats(100, 80, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(30),
         );
         assert!(matches!(d, Decision::Halt { .. }), "{d:?}");
@@ -500,14 +516,14 @@ mod tests {
         let p = Progress::of(
             &cohort("25", false),
             Some(&stats(40, 39, 0)),
-            &Policy::default(),
+            &halt_policy(),
             after(12),
         );
         assert_eq!(p.step, Some(2));
         assert_eq!(p.time_in_step, Duration::from_secs(720));
         assert_eq!(fmt_rate(p.success_rate().unwrap()), "97.5 %");
         assert_eq!(
-            Progress::of(&cohort("25", false), None, &Policy::default(), after(0)).success_rate(),
+            Progress::of(&cohort("25", false), None, &halt_policy(), after(0)).success_rate(),
             None
         );
         assert_eq!(

@@ -3,7 +3,8 @@
 //! Reports; the canary procedure ops followed by hand).
 //!
 //! A policy is resolved in three layers: the defaults (that procedure:
-//! 10/25/50/75/100, 30 min, 95 %, 3 consecutive failures, 3 reports, halt),
+//! 10/25/50/75/100, 30 min, 95 %, 3 consecutive failures, 3 reports, and
+//! on failure stop *and* roll back),
 //! then an optional TOML file (`--policy FILE`), then the command-line flags.
 //! The file is checked key by key so that a typo (`treshold`) or a bad value
 //! is refused with an error naming the key, never silently ignored.
@@ -57,7 +58,9 @@ impl Default for Policy {
             threshold: pct(95),
             max_consecutive_failures: 3,
             min_reports: 3,
-            on_failure: OnFailure::Halt,
+            // The procedure: "stop and roll back after 3 consecutive
+            // failures". `halt` stays selectable (`--on-failure halt`).
+            on_failure: OnFailure::Rollback,
         }
     }
 }
@@ -112,7 +115,7 @@ impl PolicyLayer {
     /// threshold = 95
     /// max_consecutive_failures = 3
     /// min_reports = 3
-    /// on_failure = "halt"        # or "rollback"
+    /// on_failure = "rollback"    # or "halt"
     /// ```
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, PolicyError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| PolicyError::Syntax {
@@ -339,8 +342,10 @@ mod tests {
         assert_eq!(p.stability, Duration::from_secs(1800));
         assert_eq!(p.threshold, pct("95"));
         assert_eq!((p.max_consecutive_failures, p.min_reports), (3, 3));
-        assert_eq!(p.on_failure, OnFailure::Halt);
+        assert_eq!(p.on_failure, OnFailure::Rollback, "stop and roll back");
         p.validate().unwrap();
+        let halt = PolicyLayer::from_toml("on_failure = \"halt\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(halt.on_failure, Some(OnFailure::Halt), "halt stays selectable");
     }
 
     #[test]

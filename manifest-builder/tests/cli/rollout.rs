@@ -66,12 +66,18 @@ fn halt_and_rollback_write_signed_manifests_with_the_next_sequence() {
     assert!(out.contains("already halted"), "{out}");
     assert_eq!(fs::read(d.join("store/cohorts/stable.json")).unwrap(), before);
 
-    // Without --to: the highest lower release, pre-releases skipped.
-    let out = rollout(d, "rollback", &key).ok();
+    // Without --to and without the fleet's reports nothing says which
+    // release the cohort ran before: refused, nothing written, and the way
+    // out is named (the store's next lower release is not evidence).
+    let err = rollout(d, "rollback", &key).fails();
     assert!(
-        out.contains("1.0.0 is the highest release below 2.0.0"),
-        "the choice is said: {out}"
+        err.contains("which release did cohort stable run before 2.0.0?")
+            && err.contains("--server URL")
+            && err.contains("--to VERSION"),
+        "{err}"
     );
+    assert_eq!(verified_cohort(d).sequence, 2);
+    rollout(d, "rollback", &[&key[..], &["--to", "1.0.0"]].concat()).ok();
     let c = verified_cohort(d);
     assert_eq!(
         (c.sequence, c.target.version.to_string(), c.allow_downgrade),
@@ -90,8 +96,8 @@ fn halt_and_rollback_write_signed_manifests_with_the_next_sequence() {
     let c = verified_cohort(d);
     assert_eq!((c.sequence, c.target.version.to_string()), (4, "0.9.0".into()));
     // Nothing lower than 0.9.0: refused, nothing written.
-    let err = rollout(d, "rollback", &key).fails();
-    assert!(err.contains("no release lower than 0.9.0"), "{err}");
+    let err = rollout(d, "rollback", &[&key[..], &["--to", "0.5.0"]].concat()).fails();
+    assert!(err.contains("0.5.0 is not in the store"), "{err}");
     assert_eq!(verified_cohort(d).sequence, 4);
 
     builder(d, &["verify", "--store", "store", "--keys", "keys/dev.pub"]).ok();
@@ -271,13 +277,17 @@ fn unix_now() -> u64 {
 }
 
 fn post(server: &ReportServer, token: Option<&str>, base: u64, r: &Report) {
+    post_in(server, token, base, "stable", r)
+}
+
+fn post_in(server: &ReportServer, token: Option<&str>, base: u64, cohort: &str, r: &Report) {
     let failed = r.outcome != "updated";
     let body = serde_json::json!({
         "schema": 1,
         "id": format!("{:032x}", rand::random::<u128>()),
         "device_id": r.device,
         "product": "neopro",
-        "cohort": "stable",
+        "cohort": cohort,
         "at": Timestamp::from_unix(base + r.at).to_string(),
         "outcome": r.outcome,
         "from_version": r.from,
@@ -336,10 +346,20 @@ fn advance_waits_then_widens_on_successes_then_halts_on_consecutive_failures() {
         at,
     };
     let url = server.url.as_str();
-    let common = ["--cohort", "stable", "--key", "keys/dev.key", "--server", url];
+    // This test is about halting; the default, rollback, has its own test.
+    let common = [
+        "--cohort",
+        "stable",
+        "--key",
+        "keys/dev.key",
+        "--server",
+        url,
+        "--on-failure",
+        "halt",
+    ];
     let with = |extra: &[&'static str]| -> Vec<&str> { [&common[..], extra].concat() };
 
-    let status = rollout(d, "status", &["--server", url]).ok();
+    let status = rollout(d, "status", &["--server", url, "--on-failure", "halt"]).ok();
     assert!(
         status.contains("2.0.0 at 10 % (step 1 of 5)") && status.contains("tried 0"),
         "{status}"
@@ -396,7 +416,7 @@ fn advance_waits_then_widens_on_successes_then_halts_on_consecutive_failures() {
             },
         );
     }
-    let status = rollout(d, "status", &["--server", url]).ok();
+    let status = rollout(d, "status", &["--server", url, "--on-failure", "halt"]).ok();
     assert!(
         status.contains("tried 6: succeeded 3") && status.contains("consecutive failures 3"),
         "{status}"
@@ -424,7 +444,7 @@ fn advance_waits_then_widens_on_successes_then_halts_on_consecutive_failures() {
         ),
         (3, 0, "2.0.0".into())
     );
-    let json = rollout(d, "status", &["--server", url, "--json"]).ok();
+    let json = rollout(d, "status", &["--server", url, "--json", "--on-failure", "halt"]).ok();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let row = &doc["cohorts"][0];
     assert_eq!(
@@ -521,7 +541,9 @@ fn watch_runs_a_rollout_to_the_end_and_rolls_back_a_failing_one() {
     assert_eq!(code(&run), Some(3), "{}{}", run.stdout(), run.stderr());
     assert!(
         run.stdout().contains("ROLLED BACK")
-            && run.stdout().contains("2.0.0 is the highest release below 3.0.0"),
+            && run
+                .stdout()
+                .contains("2.0.0 is what cohort stable ran before 3.0.0"),
         "{}",
         run.stdout()
     );
@@ -536,4 +558,125 @@ fn watch_runs_a_rollout_to_the_end_and_rolls_back_a_failing_one() {
     let plain = ReportServer::start(d, &[]);
     let err = rollout(d, "status", &["--server", &plain.url]).fails();
     assert!(err.contains("404") && err.contains("--reports-db"), "{err}");
+}
+
+/// The rollback target is what the cohort ran, not the store's next lower
+/// release: 2.5.0 was published for `beta` only, so `stable`, rolling out
+/// 3.0.0 over 1.0.0, goes back to 1.0.0, whether `advance` (by default)
+/// or `rollout rollback` decides it. Without evidence it refuses.
+#[test]
+fn rollback_returns_the_cohort_to_what_it_ran_not_to_another_cohorts_release() {
+    let ws = workspace();
+    let d = ws.path();
+    for v in ["1.0.0", "2.5.0", "3.0.0"] {
+        release(d, v).ok();
+    }
+    promote(d, "1.0.0", &[]).ok();
+    builder(
+        d,
+        &[
+            "promote",
+            "--store",
+            "store",
+            "--cohort",
+            "beta",
+            "--version",
+            "2.5.0",
+            "--key",
+            "keys/dev.key",
+        ],
+    )
+    .ok();
+    promote(d, "3.0.0", &["--percent", "10"]).ok();
+    let server = ReportServer::with_reports(d, &["--reports-open"]);
+    let url = server.url.as_str();
+    let base = unix_now() - 600;
+    let report = |device, outcome, to, from, at| Report {
+        device,
+        outcome,
+        to,
+        from,
+        at,
+    };
+    // Without any report: refused, naming --to; nothing written.
+    let err = rollout(
+        d,
+        "rollback",
+        &["--cohort", "stable", "--key", "keys/dev.key", "--server", url],
+    )
+    .fails();
+    assert!(
+        err.contains("cannot tell which release cohort stable ran before 3.0.0")
+            && err.contains("--to VERSION"),
+        "{err}"
+    );
+    assert_eq!(verified_cohort(d).sequence, 2);
+
+    // stable: s1..s5 run 1.0.0 (the canary did not reach them), three
+    // canaries failed 3.0.0 coming from 1.0.0; beta runs 2.5.0.
+    for (i, device) in ["s1", "s2", "s3", "s4", "s5"].into_iter().enumerate() {
+        post(
+            &server,
+            None,
+            base,
+            &report(device, "updated", "1.0.0", "0.9.0", i as u64),
+        );
+    }
+    for (i, device) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        post(
+            &server,
+            None,
+            base,
+            &report(device, "rolled_back", "3.0.0", "1.0.0", 10 + i as u64),
+        );
+    }
+    for (i, device) in ["b1", "b2", "b3", "b4", "b5", "b6"].into_iter().enumerate() {
+        post_in(
+            &server,
+            None,
+            base,
+            "beta",
+            &report(device, "updated", "2.5.0", "1.0.0", i as u64),
+        );
+    }
+
+    // A dry run of the default policy says rollback; the real one does it.
+    let args = ["--cohort", "stable", "--key", "keys/dev.key", "--server", url];
+    let dry = rollout(d, "advance", &[&args[..], &["--dry-run"]].concat()).ok();
+    assert!(dry.contains("would roll back from 3.0.0"), "{dry}");
+    let run = rollout(d, "advance", &args);
+    assert_eq!(code(&run), Some(3), "{}{}", run.stdout(), run.stderr());
+    assert!(
+        run.stdout().contains("ROLLED BACK")
+            && run
+                .stdout()
+                .contains("1.0.0 is what cohort stable ran before 3.0.0")
+            && run.stdout().contains("3 consecutive failures of 3.0.0"),
+        "{}",
+        run.stdout()
+    );
+    let c = verified_cohort(d);
+    assert_eq!(
+        (c.sequence, c.target.version.to_string(), c.allow_downgrade),
+        (3, "1.0.0".into(), true)
+    );
+
+    // `rollout rollback` asks the same question the same way.
+    promote(d, "3.0.0", &["--percent", "10"]).ok();
+    let out = rollout(d, "rollback", &args).ok();
+    assert!(
+        out.contains("cohort stable -> 1.0.0 at 100 % with allow_downgrade, from 3.0.0")
+            && out.contains("1.0.0 is what cohort stable ran before 3.0.0: 8 device(s)"),
+        "{out}"
+    );
+    assert_eq!(verified_cohort(d).target.version.to_string(), "1.0.0");
+    // --to needs no server.
+    promote(d, "3.0.0", &["--percent", "10"]).ok();
+    rollout(
+        d,
+        "rollback",
+        &["--cohort", "stable", "--key", "keys/dev.key", "--to", "2.5.0"],
+    )
+    .ok();
+    assert_eq!(verified_cohort(d).target.version.to_string(), "2.5.0");
 }

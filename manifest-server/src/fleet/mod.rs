@@ -24,6 +24,17 @@
 //!   `rolled_back`/`failed` ones (a device failing on every run counts once).
 //! - `first_report_at` / `last_report_at`: the oldest and newest attempt's
 //!   `at` (null without attempts).
+//! - `on_target`: devices whose latest report puts them in C running V.
+//! - `in_progress` (DESIGN: pending): devices whose latest report puts them
+//!   in C, about V (`to_version`), not running V yet, with an outcome that
+//!   is not terminal for V (`Outcome::is_in_progress`: `deferred`, staged
+//!   and waiting for the install window or the busy command).
+//! - `from_versions`: devices by the `from_version` of their latest attempt
+//!   at V (where they came from; `rollout rollback` reads it).
+//!
+//! Per device, `dropped_reports` is the total the device said it lost (a
+//! full outbox, or a report the server refused); per cohort, the sum over
+//! its devices.
 //! - The targets of C: every V with an attempt in C, and every `to_version`
 //!   of a device whose latest report is in C (so the version being rolled
 //!   out appears, with zeros, as soon as devices see it), newest version
@@ -34,6 +45,7 @@ pub mod page;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use manifest::report::Outcome;
 use manifest::{Timestamp, Version};
 use serde::{Serialize, Serializer};
 
@@ -60,12 +72,18 @@ pub struct CohortSummary {
     pub versions: Vec<(String, u64)>,
     /// Of those, how many have not reported for `silent_after_secs`.
     pub silent: u64,
+    /// Reports the cohort's devices said they lost (sum of theirs).
+    pub dropped_reports: u64,
     pub targets: Vec<TargetSummary>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TargetSummary {
     pub version: String,
+    /// Devices of the cohort running this version now.
+    pub on_target: u64,
+    /// Devices of the cohort on their way to it (module docs).
+    pub in_progress: u64,
     pub tried: u64,
     pub succeeded: u64,
     pub rolled_back: u64,
@@ -73,6 +91,9 @@ pub struct TargetSummary {
     pub consecutive_failures: u64,
     pub first_report_at: Option<Timestamp>,
     pub last_report_at: Option<Timestamp>,
+    /// Where the devices that attempted it came from, most devices first.
+    #[serde(serialize_with = "as_map")]
+    pub from_versions: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,9 +103,12 @@ pub struct DeviceSummary {
     pub running_version: Option<String>,
     pub last_outcome: String,
     pub last_reason: String,
-    /// `at` of the device's latest report (the device's clock).
+    /// `at` of the device's latest report (the device's clock, or the
+    /// receipt time when that clock was implausible).
     pub last_seen: Timestamp,
     pub silent: bool,
+    /// Reports the device said it lost, in total.
+    pub dropped_reports: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +137,17 @@ pub struct DeviceRow {
     pub last_outcome: String,
     pub last_reason: String,
     pub last_seen: Timestamp,
+    pub dropped_reports: u64,
+}
+
+/// Per (cohort, version, from_version): devices whose latest attempt at
+/// the version came from `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromRow {
+    pub cohort: String,
+    pub version: String,
+    pub from: String,
+    pub devices: u64,
 }
 
 /// Per (cohort, version): devices by their merged latest attempt (see the
@@ -144,6 +179,7 @@ pub struct Rows {
     pub counts: Vec<CountRow>,
     pub attempts: Vec<AttemptRow>,
     pub failures: Vec<Failure>,
+    pub from_versions: Vec<FromRow>,
 }
 
 /// Consecutive failures over one target's attempts, newest first: distinct
@@ -182,7 +218,9 @@ impl Fleet {
         struct Acc {
             devices: u64,
             silent: u64,
+            dropped_reports: u64,
             versions: HashMap<String, u64>,
+            in_progress: HashMap<String, u64>,
             targets: BTreeSet<String>,
         }
         let mut cohorts: BTreeMap<String, Acc> = BTreeMap::new();
@@ -192,10 +230,15 @@ impl Fleet {
             let silent = is_silent(d.last_seen);
             acc.devices += 1;
             acc.silent += u64::from(silent);
+            acc.dropped_reports = acc.dropped_reports.saturating_add(d.dropped_reports);
             if let Some(v) = &d.running_version {
                 *acc.versions.entry(v.clone()).or_default() += 1;
             }
             if let Some(v) = d.to_version {
+                let pending = Outcome::parse(&d.last_outcome).is_some_and(Outcome::is_in_progress);
+                if pending && d.running_version.as_ref() != Some(&v) {
+                    *acc.in_progress.entry(v.clone()).or_default() += 1;
+                }
                 acc.targets.insert(v);
             }
             devices.push(DeviceSummary {
@@ -206,7 +249,15 @@ impl Fleet {
                 last_reason: d.last_reason,
                 last_seen: d.last_seen,
                 silent,
+                dropped_reports: d.dropped_reports,
             });
+        }
+        let mut from_versions: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
+        for f in rows.from_versions {
+            from_versions
+                .entry((f.cohort, f.version))
+                .or_default()
+                .push((f.from, f.devices));
         }
         let mut attempts = HashMap::new();
         for a in rows.attempts {
@@ -226,7 +277,8 @@ impl Fleet {
         let cohorts = cohorts
             .into_iter()
             .map(|(cohort, acc)| {
-                let mut versions: Vec<(String, u64)> = acc.versions.into_iter().collect();
+                let mut versions: Vec<(String, u64)> =
+                    acc.versions.iter().map(|(v, n)| (v.clone(), *n)).collect();
                 versions.sort_by(|a, b| version_order(&a.0, &b.0));
                 let mut targets: Vec<TargetSummary> = acc
                     .targets
@@ -248,6 +300,13 @@ impl Fleet {
                             t.first_report_at = Some(a.first);
                             t.last_report_at = Some(a.last);
                         }
+                        t.on_target = acc.versions.get(&key.1).copied().unwrap_or(0);
+                        t.in_progress = acc.in_progress.get(&key.1).copied().unwrap_or(0);
+                        if let Some(mut from) = from_versions.remove(&key) {
+                            // Most devices first; ties newest version first.
+                            from.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| version_order(&a.0, &b.0)));
+                            t.from_versions = from;
+                        }
                         t
                     })
                     .collect();
@@ -257,6 +316,7 @@ impl Fleet {
                     devices: acc.devices,
                     versions,
                     silent: acc.silent,
+                    dropped_reports: acc.dropped_reports,
                     targets,
                 }
             })

@@ -4,8 +4,9 @@
 //! the response also carries a Content-Security-Policy that forbids
 //! scripts, so a missed escape could not run one.
 //!
-//! Per cohort: devices, silent devices, running versions with a bar each,
-//! and the newest targets with their success rate (colours at 95 % and
+//! Per cohort: devices, silent devices, reports its devices lost, running
+//! versions with a bar each, and the newest targets (on target, in
+//! progress, tried, outcomes) with their success rate (colours at 95 % and
 //! 80 %: the canary threshold and well below it); then the latest failures
 //! with device, version, stage and reason. Bounded whatever the fleet's
 //! size: the device list itself is only in the JSON.
@@ -149,6 +150,16 @@ fn cohort_card(h: &mut String, fleet: &Fleet, c: &CohortSummary) {
     if c.silent > 0 {
         let _ = write!(h, "<span class=\"pill warn\">{} silent</span>", c.silent);
     }
+    if c.dropped_reports > 0 {
+        // Lost from full outboxes or refused by this server: the numbers
+        // below may miss that many outcomes.
+        let _ = write!(
+            h,
+            "<span class=\"pill warn\" title=\"reports the devices dropped (full outbox, or refused here); \
+             per device in /v1/fleet\">{} lost</span>",
+            plural(c.dropped_reports, "report", "reports")
+        );
+    }
     h.push_str("</div><div class=\"cols\"><div><h3>Running</h3><table><tr><th>version</th><th class=\"n\">devices</th><th class=\"n\">share</th><th style=\"width:45%\"></th></tr>");
     let running: u64 = c.versions.iter().map(|(_, n)| n).sum();
     for (version, n) in &c.versions {
@@ -176,7 +187,8 @@ fn cohort_card(h: &mut String, fleet: &Fleet, c: &CohortSummary) {
         h.push_str("<p class=\"muted\">No target reported yet.</p>");
     } else {
         h.push_str(
-            "<table><tr><th>version</th><th class=\"n\">tried</th><th class=\"n\">succeeded</th>\
+            "<table><tr><th>version</th><th class=\"n\">on target</th><th class=\"n\">in progress</th>\
+             <th class=\"n\">tried</th><th class=\"n\">succeeded</th>\
              <th class=\"n\">rolled back</th><th class=\"n\">failed</th><th class=\"n\">success</th>\
              <th class=\"n\">consecutive failures</th><th>last attempt</th></tr>",
         );
@@ -249,10 +261,13 @@ fn target_row(h: &mut String, now: Timestamp, t: &TargetSummary) {
     );
     let _ = write!(
         h,
-        "<tr{}><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+        "<tr{}><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
          <td class=\"n\">{}</td><td class=\"n\">{rate}</td><td class=\"n\">{consecutive}</td><td>{last}</td></tr>",
         if idle { " class=\"idle\"" } else { "" },
         escape(&t.version),
+        t.on_target,
+        t.in_progress,
         t.tried,
         t.succeeded,
         t.rolled_back,
@@ -311,6 +326,7 @@ mod tests {
                 last_outcome: "rolled_back".into(),
                 last_reason: "<script>alert(1)</script>".into(),
                 last_seen: now,
+                dropped_reports: 3,
             }],
             failures: vec![Failure {
                 device_id: "<b>dev</b>".into(),
@@ -329,5 +345,6 @@ mod tests {
         assert!(!html.contains("<b>dev"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<h2>stable</h2>"));
+        assert!(html.contains(">3 reports lost</span>"), "{html}");
     }
 }

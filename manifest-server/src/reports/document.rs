@@ -16,11 +16,19 @@ use serde_json::{Map, Value};
 /// The only report schema this server understands.
 pub const SCHEMA: u64 = 1;
 
-/// How far ahead of the server's clock a report's `at` may be. A report
-/// from the future would stay a device's "latest" state until its clock
-/// caught up, so a device whose clock is hours ahead is told so (400)
-/// rather than silently pinned.
+/// How far ahead of the server's clock a report's `at` may be and still be
+/// believed. A Pi has no RTC: a report stamped by a clock that ran ahead is
+/// still the device's news, so it is *accepted* (refusing it lost it for
+/// good: the device drops what is answered 400), but it is placed at the
+/// server's receipt time (see [`Report::placed_at`]): a report from the
+/// future would otherwise stay the device's "latest" state until its
+/// clock caught up.
 pub const MAX_CLOCK_AHEAD_SECS: u64 = 3600;
+
+/// Before this (2025-01-01T00:00:00Z) no report of this product was
+/// written: a clock that reads earlier was never set (a Pi booting at
+/// 1970), and its report is placed at receipt time too.
+pub const EARLIEST_PLAUSIBLE_UNIX: u64 = 1_735_689_600;
 
 const MAX_DEVICE_ID_CHARS: usize = 128;
 
@@ -81,9 +89,9 @@ fn bad(field: &str, reason: impl Into<String>) -> ReportError {
 }
 
 impl Report {
-    /// Parse and check a request body; `now` is the server's clock (for the
-    /// clock-ahead check).
-    pub fn parse(body: &[u8], now: Timestamp) -> Result<Self, ReportError> {
+    /// Parse and check a request body. `at` is taken as given, whatever the
+    /// device's clock said (see [`Report::placed_at`]).
+    pub fn parse(body: &[u8]) -> Result<Self, ReportError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| ReportError::Json(one_line(&e.to_string())))?;
         let Value::Object(mut map) = value else {
@@ -111,12 +119,6 @@ impl Report {
             CohortName::new(required_str(&mut map, "cohort")?).map_err(|e| bad("cohort", e.to_string()))?;
         let at_text = required_str(&mut map, "at")?;
         let at = parse_at(&at_text)?;
-        if at.unix() > now.unix().saturating_add(MAX_CLOCK_AHEAD_SECS) {
-            return Err(bad(
-                "at",
-                format!("{at_text} is more than an hour ahead of the server's clock ({now}): check the device's clock"),
-            ));
-        }
         let outcome_text = required_str(&mut map, "outcome")?;
         let outcome = Outcome::parse(&outcome_text).ok_or_else(|| {
             let words: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
@@ -155,6 +157,25 @@ impl Report {
             duration_secs,
             dropped_reports,
         })
+    }
+}
+
+impl Report {
+    /// Where the report goes in time, for the device's latest state and
+    /// every ordering of the fleet view: its own `at`, unless the device's
+    /// clock is implausible (more than [`MAX_CLOCK_AHEAD_SECS`] ahead of
+    /// `received`, or before [`EARLIEST_PLAUSIBLE_UNIX`]); then the
+    /// server's receipt time. The second value says which (`true`: the
+    /// device's `at` was replaced). The device's `at` is stored as given
+    /// either way.
+    pub fn placed_at(&self, received: Timestamp) -> (Timestamp, bool) {
+        let ahead = self.at.unix() > received.unix().saturating_add(MAX_CLOCK_AHEAD_SECS);
+        let unset = self.at.unix() < EARLIEST_PLAUSIBLE_UNIX;
+        if ahead || unset {
+            (received, true)
+        } else {
+            (self.at, false)
+        }
     }
 }
 
@@ -283,12 +304,12 @@ mod tests {
     }
 
     fn err(body: &[u8]) -> String {
-        Report::parse(body, now()).unwrap_err().to_string()
+        Report::parse(body).unwrap_err().to_string()
     }
 
     #[test]
     fn the_documented_example_parses() {
-        let r = Report::parse(&serde_json::to_vec(&valid()).unwrap(), now()).unwrap();
+        let r = Report::parse(&serde_json::to_vec(&valid()).unwrap()).unwrap();
         assert_eq!(r.outcome, Outcome::RolledBack);
         assert_eq!(r.to_version.unwrap().to_string(), "3.0.0");
         assert_eq!(r.stage, Some("health"));
@@ -311,7 +332,7 @@ mod tests {
         let map = v.as_object_mut().unwrap();
         map.remove("reason");
         map.remove("dropped_reports");
-        let r = Report::parse(&serde_json::to_vec(&v).unwrap(), now()).unwrap();
+        let r = Report::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(
             (r.to_version, r.stage, r.reason.as_str(), r.dropped_reports),
             (None, None, "", 0)
@@ -331,11 +352,6 @@ mod tests {
             ("cohort", "".into(), "field `cohort`"),
             ("at", "2026-11-21 10:00:00".into(), "field `at`"),
             ("at", "2026-11-21T10:00:00+02:00".into(), "field `at`"),
-            (
-                "at",
-                "2026-11-21T14:00:00Z".into(),
-                "field `at`: 2026-11-21T14:00:00Z is more than an hour ahead",
-            ),
             ("outcome", "exploded".into(), "field `outcome`"),
             ("to_version", "3.0".into(), "field `to_version`"),
             (
@@ -361,6 +377,23 @@ mod tests {
         );
         assert!(err(b"{not json").starts_with("not JSON: "));
         assert_eq!(err(b"[1]"), "the body must be a JSON object");
+    }
+
+    #[test]
+    fn a_clock_far_ahead_or_never_set_is_accepted_and_placed_at_receipt() {
+        let parse = |at: &str| Report::parse(&with("at", at.into())).unwrap();
+        // Up to an hour ahead: believed.
+        let r = parse("2026-11-21T13:00:00Z");
+        assert_eq!(r.placed_at(now()), (r.at, false));
+        // Two hours ahead, and a Pi at 1970: stored as given, placed now.
+        for at in ["2026-11-21T14:00:00Z", "1970-01-01T00:00:42Z"] {
+            let r = parse(at);
+            assert_eq!(r.at.to_string(), at, "the device's at is kept");
+            assert_eq!(r.placed_at(now()), (now(), true), "{at}");
+        }
+        // An old report from an outbox is plausible: kept where it was.
+        let r = parse("2025-06-01T00:00:00Z");
+        assert_eq!(r.placed_at(now()), (r.at, false));
     }
 
     #[test]

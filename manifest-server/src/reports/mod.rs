@@ -134,8 +134,9 @@ impl Reports {
         }
         let rejected = |status, reason: String| {
             self.metrics.report(ReportResult::Rejected);
-            // Info, not debug: the device drops a report answered 400/413,
-            // so this line is the only trace of it.
+            // Info, not debug: the device drops a report answered
+            // 400/413/422 (it counts it in `dropped_reports`), so this line
+            // is the only trace of its content.
             log::info!("report refused ({status}): {reason}");
             owned_text(status, format!("{reason}\n"))
         };
@@ -173,7 +174,7 @@ impl Reports {
             }
         };
         let now = SystemTime::now();
-        let report = match Report::parse(&body, Timestamp::from_system_time(now)) {
+        let report = match Report::parse(&body) {
             Ok(r) => r,
             Err(e) => return rejected(StatusCode::BAD_REQUEST, format!("invalid report: {e}")),
         };
@@ -189,6 +190,16 @@ impl Reports {
             return res;
         }
         let received = Timestamp::from_system_time(now);
+        if report.placed_at(received).1 {
+            // Accepted all the same (docs/REPORTS.md, "Device clocks"): the
+            // report is the device's news; only its place in time is ours.
+            log::info!(
+                "report {} from {}: its at ({}) is implausible (server clock {received}); placed at receipt time",
+                report.id,
+                report.device_id,
+                report.at
+            );
+        }
         let id = report.id.clone();
         match self
             .writer

@@ -26,7 +26,7 @@ use std::time::Duration;
 use manifest::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 
-use crate::fleet::{self, AttemptRow, CountRow, DeviceRow, Failure, Fleet, Rows};
+use crate::fleet::{self, AttemptRow, CountRow, DeviceRow, Failure, Fleet, FromRow, Rows};
 use crate::reports::document::Report;
 
 /// Routine reports older than this (by receipt) are deleted.
@@ -74,6 +74,18 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL,
         last_seq INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 2: implausible device clocks and lost reports (docs/REPORTS.md).
+    // `reports.at` becomes the time a report is *placed* at (the device's
+    // `at`, or the receipt time when that clock was implausible);
+    // `device_at` keeps the device's own `at` when it was replaced (NULL:
+    // same as `at`). `devices.dropped_reports` is the running total of the
+    // device's `dropped_reports` (each report carries those lost since the
+    // previous delivered one), summed from what is stored so far.
+    "ALTER TABLE reports ADD COLUMN device_at INTEGER;
+    ALTER TABLE devices ADD COLUMN dropped_reports INTEGER NOT NULL DEFAULT 0;
+    UPDATE devices SET dropped_reports = (
+        SELECT COALESCE(SUM(r.dropped_reports), 0) FROM reports r WHERE r.device_id = devices.device_id
+    );",
 ];
 
 const ROUTINE_DELETE_BATCH: usize = 5_000;
@@ -192,12 +204,16 @@ impl Store {
         let from = r.from_version.as_ref().map(ToString::to_string);
         let to = r.to_version.as_ref().map(ToString::to_string);
         let running = r.running_version.as_ref().map(ToString::to_string);
-        let at = r.at.unix() as i64;
+        let (placed, replaced) = r.placed_at(received_at);
+        let at = placed.unix() as i64;
+        let device_at = replaced.then(|| r.at.unix().min(i64::MAX as u64) as i64);
+        let dropped = r.dropped_reports.min(i64::MAX as u64) as i64;
         let added = tx
             .prepare_cached(
                 "INSERT INTO reports (id, device_id, product, cohort, at, received_at, outcome,
-                    from_version, to_version, running_version, stage, reason, duration_secs, dropped_reports)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                    from_version, to_version, running_version, stage, reason, duration_secs, dropped_reports,
+                    device_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (id) DO NOTHING",
             )?
             .execute(params![
@@ -214,7 +230,8 @@ impl Store {
                 r.stage,
                 r.reason,
                 r.duration_secs.map(|d| d.min(i64::MAX as u64) as i64),
-                r.dropped_reports.min(i64::MAX as u64) as i64,
+                dropped,
+                device_at,
             ])?;
         if added == 0 {
             return Ok(Inserted::Duplicate);
@@ -244,6 +261,14 @@ impl Store {
             at,
             seq,
         ])?;
+        // Lost reports add up whether or not this report is the latest.
+        if dropped > 0 {
+            tx.prepare_cached(
+                "UPDATE devices SET dropped_reports = min(dropped_reports + ?2, 9223372036854775807)
+                 WHERE device_id = ?1",
+            )?
+            .execute(params![r.device_id, dropped])?;
+        }
         tx.commit()?;
         Ok(Inserted::New)
     }
@@ -285,7 +310,8 @@ impl Store {
         let ts = |secs: i64| Timestamp::from_unix(secs.max(0) as u64);
         let devices = tx
             .prepare(
-                "SELECT device_id, cohort, running_version, to_version, last_outcome, last_reason, last_seen
+                "SELECT device_id, cohort, running_version, to_version, last_outcome, last_reason, last_seen,
+                        dropped_reports
                  FROM devices",
             )?
             .query_map([], |r| {
@@ -297,6 +323,7 @@ impl Store {
                     last_outcome: r.get(4)?,
                     last_reason: r.get(5)?,
                     last_seen: ts(r.get(6)?),
+                    dropped_reports: r.get::<_, i64>(7)?.max(0) as u64,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -332,6 +359,30 @@ impl Store {
                     succeeded: r.get::<_, i64>(2)? as u64,
                     rolled_back: r.get::<_, i64>(3)? as u64,
                     failed: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        // Where the devices came from: the `from_version` of each device's
+        // latest attempt at (cohort, version).
+        let from_versions = tx
+            .prepare(
+                "SELECT cohort, version, from_version, COUNT(*) FROM (
+                    SELECT cohort, to_version AS version, from_version,
+                           row_number() OVER (
+                               PARTITION BY cohort, to_version, device_id ORDER BY at DESC, seq DESC
+                           ) AS rn
+                    FROM reports
+                    WHERE outcome IN ('updated', 'rolled_back', 'failed') AND to_version IS NOT NULL
+                 )
+                 WHERE rn = 1 AND from_version IS NOT NULL AND from_version != version
+                 GROUP BY cohort, version, from_version",
+            )?
+            .query_map([], |r| {
+                Ok(FromRow {
+                    cohort: r.get(0)?,
+                    version: r.get(1)?,
+                    from: r.get(2)?,
+                    devices: r.get::<_, i64>(3)? as u64,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -399,6 +450,7 @@ impl Store {
                 counts,
                 attempts,
                 failures,
+                from_versions,
             },
             now,
             silent_after,
@@ -659,6 +711,7 @@ mod tests {
             stable.target("2.0.0").unwrap(),
             &fleet::TargetSummary {
                 version: "2.0.0".into(),
+                on_target: 3,
                 tried: 6,
                 succeeded: 3,
                 rolled_back: 2,
@@ -666,6 +719,7 @@ mod tests {
                 consecutive_failures: 3,
                 first_report_at: Some(t("09:00")),
                 last_report_at: Some(t("11:10")),
+                ..Default::default()
             }
         );
         // Nobody attempted 1.0.0 here; five devices run it.
@@ -673,6 +727,7 @@ mod tests {
             stable.target("1.0.0").unwrap(),
             &fleet::TargetSummary {
                 version: "1.0.0".into(),
+                on_target: 5,
                 tried: 5,
                 succeeded: 5,
                 ..Default::default()
@@ -690,6 +745,7 @@ mod tests {
             canary.target("3.0.0").unwrap(),
             &fleet::TargetSummary {
                 version: "3.0.0".into(),
+                on_target: 3,
                 tried: 4,
                 succeeded: 3,
                 rolled_back: 1,
@@ -697,6 +753,7 @@ mod tests {
                 consecutive_failures: 0,
                 first_report_at: Some(t("08:00")),
                 last_report_at: Some(t("08:40")),
+                ..Default::default()
             }
         );
 
@@ -736,6 +793,113 @@ mod tests {
         );
         assert_eq!(fleet.recent_failures[0].stage.as_deref(), Some("health"));
         assert_eq!(fleet.recent_failures[5].to_version, None);
+    }
+
+    #[test]
+    fn in_progress_on_target_origins_and_lost_reports() {
+        let v2 = Some("2.0.0");
+        let v1 = Some("1.0.0");
+        let mut b = Builder { n: 0 };
+        let from = |mut r: Report, v: &str| {
+            r.from_version = Some(Version::parse(v).unwrap());
+            r
+        };
+        let mut lost = b.report("c", "stable", "09:25", UpToDate, v1, v1, None, "");
+        lost.dropped_reports = 4;
+        let reports = vec![
+            from(
+                b.report("a", "stable", "09:00", Updated, v2, v2, None, ""),
+                "1.0.0",
+            ),
+            // b came from another cohort's version; then from 1.0.0 again.
+            from(
+                b.report("b", "stable", "09:05", Failed, v2, v1, Some("download"), ""),
+                "1.5.0",
+            ),
+            from(
+                b.report("b", "stable", "09:10", Updated, v2, v2, None, ""),
+                "1.0.0",
+            ),
+            // c: staged, waiting for its window: in progress.
+            from(
+                b.report("c", "stable", "09:20", Deferred, v2, v1, None, "window"),
+                "1.0.0",
+            ),
+            // d was deferred, then installed: on target, not in progress.
+            b.report("d", "stable", "09:20", Deferred, v2, v1, None, "window"),
+            from(
+                b.report("d", "stable", "09:30", Updated, v2, v2, None, ""),
+                "1.0.0",
+            ),
+            // e: not selected, so not in progress.
+            b.report("e", "stable", "09:30", NotInRollout, v2, v1, None, ""),
+        ];
+        let (_dir, mut store) = store_with(&reports);
+        let mut late = b.report("c", "stable", "09:30", Deferred, v2, v1, None, "window");
+        late.dropped_reports = 2;
+        store.insert(&late, now()).unwrap();
+        let fleet = store.fleet(now(), DAY).unwrap();
+        let stable = fleet.cohort("stable").unwrap();
+        let t = stable.target("2.0.0").unwrap();
+        assert_eq!((t.on_target, t.in_progress, t.tried), (3, 1, 3));
+        assert_eq!(t.from_versions, [("1.0.0".to_string(), 3)]);
+        // c's late heartbeat (older than its deferred) still adds its count.
+        store.insert(&lost, now()).unwrap();
+        let fleet = store.fleet(now(), DAY).unwrap();
+        let c = fleet.devices.iter().find(|d| d.device_id == "c").unwrap();
+        assert_eq!((c.dropped_reports, c.last_outcome.as_str()), (6, "deferred"));
+        assert_eq!(fleet.cohort("stable").unwrap().dropped_reports, 6);
+        // A duplicate adds nothing.
+        assert_eq!(store.insert(&lost, now()).unwrap(), Inserted::Duplicate);
+        assert_eq!(
+            store
+                .fleet(now(), DAY)
+                .unwrap()
+                .cohort("stable")
+                .unwrap()
+                .dropped_reports,
+            6
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_clock_far_ahead_is_kept_and_placed_at_receipt() {
+        let mut b = Builder { n: 0 };
+        let v2 = Some("2.0.0");
+        let normal = b.report("a", "stable", "11:00", UpToDate, v2, v2, None, "");
+        // Stamped tomorrow by a clock that ran ahead; received at 12:00.
+        let ahead = b.report(
+            "a",
+            "stable",
+            "2026-11-22T12:00:00Z",
+            Failed,
+            v2,
+            v2,
+            Some("health"),
+            "x",
+        );
+        let (_dir, mut store) = store_with(&[normal, ahead.clone()]);
+        // Placed at receipt: it is the latest, and does not stay so forever.
+        let (outcome, _, at) = store.device("a").unwrap().unwrap();
+        assert_eq!((outcome.as_str(), at), ("failed", now()));
+        let later = b.report("a", "stable", "12:30", UpToDate, v2, v2, None, "");
+        store.insert(&later, t("12:30")).unwrap();
+        assert_eq!(store.device("a").unwrap().unwrap().0, "up_to_date");
+        // The device's own at is stored as given.
+        let (placed, given): (i64, Option<i64>) = store
+            .conn
+            .query_row(
+                "SELECT at, device_at FROM reports WHERE id = ?1",
+                [&ahead.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (placed, given),
+            (now().unix() as i64, Some(ahead.at.unix() as i64))
+        );
+        let failures = store.fleet(t("12:30"), DAY).unwrap().recent_failures;
+        assert_eq!(failures[0].at, now());
     }
 
     #[test]

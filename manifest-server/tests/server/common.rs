@@ -67,8 +67,15 @@ impl Store {
     /// Write a manifest and then its signature, each atomically, the way
     /// `manifest-builder` and ops do.
     pub fn publish(&self, rel: &str, bytes: &[u8]) {
+        self.publish_slowly(rel, bytes, Duration::ZERO);
+    }
+
+    /// `publish`, with `gap` between the two renames: a slow writer (a sync
+    /// over a network), whose half-written pair stays on disk for a while.
+    pub fn publish_slowly(&self, rel: &str, bytes: &[u8], gap: Duration) {
         let sig = self.sign(bytes);
         self.replace(rel, bytes);
+        std::thread::sleep(gap);
         self.replace(&format!("{rel}.minisig"), &sig);
     }
 
@@ -124,12 +131,19 @@ impl Server {
     }
 
     pub fn start_with(store: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(store, extra, &[("RUST_LOG", "info")])
+    }
+
+    /// `start_with`, with these environment variables (RUST_LOG is unset
+    /// unless given).
+    pub fn start_with_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .arg("--store")
             .arg(store)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -177,6 +191,13 @@ impl Server {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Send `signal` (`libc::SIGTERM`, ...) to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     }
 
     /// Wait for the process to exit on its own, up to `limit`.

@@ -327,3 +327,118 @@ fn the_access_log_has_one_line_per_request() {
         "{lines:#?}"
     );
 }
+
+/// Manifests are served from memory (`serve_bytes`), not streamed like
+/// artifacts: the same range rules, checked on that path.
+#[test]
+fn manifests_honour_ranges_416_and_if_range() {
+    let store = Store::new();
+    let body = cohort(7);
+    let len = body.len();
+    store.publish("cohorts/stable.json", &body);
+    let server = Server::start(&store);
+    let http = client();
+    let url = server.url("/cohorts/stable.json");
+    let etag = header(&http.get(&url).send().unwrap(), "etag");
+
+    // A suffix range, with the current ETag as If-Range.
+    for if_range in [None, Some(etag.as_str())] {
+        let mut req = http.get(&url).header("Range", "bytes=-10");
+        if let Some(tag) = if_range {
+            req = req.header("If-Range", tag);
+        }
+        let res = req.send().unwrap();
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "If-Range {if_range:?}");
+        assert_eq!(
+            header(&res, "content-range"),
+            format!("bytes {}-{}/{len}", len - 10, len - 1)
+        );
+        assert_eq!(header(&res, "content-length"), "10");
+        assert_eq!(header(&res, "etag"), etag);
+        assert_eq!(header(&res, "cache-control"), "no-cache");
+        assert_eq!(res.bytes().unwrap(), body[len - 10..]);
+    }
+
+    // Unsatisfiable: 416 with the length, no body.
+    let res = http
+        .get(&url)
+        .header("Range", format!("bytes={len}-"))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(header(&res, "content-range"), format!("bytes */{len}"));
+    assert_eq!(header(&res, "etag"), etag);
+    assert!(res.bytes().unwrap().is_empty());
+
+    // A stale If-Range (another pair's ETag, a weak one, a date): the whole
+    // manifest, so a device never splices two versions together.
+    for stale in [
+        "\"0000\"".to_string(),
+        format!("W/{etag}"),
+        "Sat, 21 Nov 2026 10:00:00 GMT".to_string(),
+    ] {
+        let res = http
+            .get(&url)
+            .header("Range", "bytes=5-9")
+            .header("If-Range", &stale)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "If-Range {stale}");
+        assert!(res.headers().get("content-range").is_none(), "If-Range {stale}");
+        assert_eq!(header(&res, "content-length"), len.to_string());
+        assert_eq!(res.bytes().unwrap(), body, "If-Range {stale}");
+    }
+    // The same on the signature, which shares the pair's ETag.
+    let sig_url = server.url("/cohorts/stable.json.minisig");
+    let sig = http.get(&sig_url).send().unwrap().bytes().unwrap();
+    let res = http
+        .get(&sig_url)
+        .header("Range", "bytes=0-3")
+        .header("If-Range", "\"0000\"")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().unwrap(), sig);
+    let res = http
+        .get(&sig_url)
+        .header("Range", "bytes=0-3")
+        .header("If-Range", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.bytes().unwrap(), sig[..4]);
+}
+
+/// `--access-log` is its own switch: a quieter RUST_LOG does not drop it.
+#[test]
+fn the_access_log_is_written_whatever_the_log_level() {
+    let store = Store::new();
+    store.publish("cohorts/stable.json", &cohort(1));
+    let key = store.key_file();
+    let server = Server::start_with_env(
+        &store.root(),
+        &["--keys", key.to_str().unwrap(), "--access-log"],
+        &[("RUST_LOG", "warn")],
+    );
+    let http = client();
+    assert_eq!(
+        http.get(server.url("/cohorts/stable.json"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(http.get(server.url("/nope")).send().unwrap().status(), 404);
+    eventually(std::time::Duration::from_secs(10), "access log lines", || {
+        let log = server.stderr();
+        (log.contains("GET /cohorts/stable.json 200 ") && log.contains("GET /nope 404 10 ")).then_some(())
+    });
+    let log = server.stderr();
+    let access = log
+        .lines()
+        .filter(|l| l.contains("manifest_server::access"))
+        .count();
+    assert_eq!(access, 2, "{log}");
+    // The level still holds for everything else.
+    assert!(!log.contains("serving on http://"), "{log}");
+}

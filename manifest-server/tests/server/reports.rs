@@ -596,6 +596,23 @@ fn hand_built_fleet() -> Vec<Value> {
             None,
             "outside the install window",
         ),
+        // c7 has 3.0.0 staged and waits for its install window (in
+        // progress), and lost two reports from a full outbox.
+        {
+            let mut r = report(
+                "c7",
+                "canary",
+                &m(185),
+                "deferred",
+                v2,
+                v3,
+                v2,
+                None,
+                "outside the install window",
+            );
+            r["dropped_reports"] = json!(2);
+            r
+        },
     ]
 }
 
@@ -621,6 +638,7 @@ fn the_fleet_summary_of_a_hand_built_fleet_is_exact() {
 
     let stable = cohort(&f, "stable");
     assert_eq!((&stable["devices"], &stable["silent"]), (&json!(8), &json!(1)));
+    assert_eq!(stable["dropped_reports"], 0);
     assert_eq!(
         serde_json::to_string(&stable["versions"]).unwrap(),
         r#"{"2.0.0":3,"1.0.0":5}"#
@@ -635,38 +653,46 @@ fn the_fleet_summary_of_a_hand_built_fleet_is_exact() {
     assert_eq!(
         target(stable, "2.0.0"),
         &json!({
-            "version": "2.0.0", "tried": 6, "succeeded": 3, "rolled_back": 2, "failed": 1,
-            "consecutive_failures": 3, "first_report_at": at(2), "last_report_at": at(8)
+            "version": "2.0.0", "on_target": 3, "in_progress": 0,
+            "tried": 6, "succeeded": 3, "rolled_back": 2, "failed": 1,
+            "consecutive_failures": 3, "first_report_at": at(2), "last_report_at": at(8),
+            "from_versions": {"1.0.0": 5}
         })
     );
     assert_eq!(
         target(stable, "1.0.0"),
         &json!({
-            "version": "1.0.0", "tried": 5, "succeeded": 5, "rolled_back": 0, "failed": 0,
-            "consecutive_failures": 0, "first_report_at": null, "last_report_at": null
+            "version": "1.0.0", "on_target": 5, "in_progress": 0,
+            "tried": 5, "succeeded": 5, "rolled_back": 0, "failed": 0,
+            "consecutive_failures": 0, "first_report_at": null, "last_report_at": null,
+            "from_versions": {}
         })
     );
     let canary = cohort(&f, "canary");
-    assert_eq!((&canary["devices"], &canary["silent"]), (&json!(6), &json!(0)));
-    assert_eq!(canary["versions"], json!({"3.0.0": 3, "2.0.0": 3}));
+    assert_eq!((&canary["devices"], &canary["silent"]), (&json!(7), &json!(0)));
+    assert_eq!(canary["dropped_reports"], 2);
+    assert_eq!(canary["versions"], json!({"3.0.0": 3, "2.0.0": 4}));
     assert_eq!(canary["targets"].as_array().unwrap().len(), 1);
     assert_eq!(
         target(canary, "3.0.0"),
         &json!({
-            "version": "3.0.0", "tried": 4, "succeeded": 3, "rolled_back": 1, "failed": 0,
-            "consecutive_failures": 0, "first_report_at": at(12), "last_report_at": at(16)
+            "version": "3.0.0", "on_target": 3, "in_progress": 1,
+            "tried": 4, "succeeded": 3, "rolled_back": 1, "failed": 0,
+            "consecutive_failures": 0, "first_report_at": at(12), "last_report_at": at(16),
+            "from_versions": {"2.0.0": 4}
         })
     );
 
-    assert_eq!(f["devices"].as_array().unwrap().len(), 14);
+    assert_eq!(f["devices"].as_array().unwrap().len(), 15);
     assert_eq!(
         device(&f, "s1"),
         &json!({
             "device_id": "s1", "cohort": "stable", "running_version": "2.0.0",
             "last_outcome": "up_to_date", "last_reason": "running 2.0.0",
-            "last_seen": at(1), "silent": false
+            "last_seen": at(1), "silent": false, "dropped_reports": 0
         })
     );
+    assert_eq!(device(&f, "c7")["dropped_reports"], 2);
     assert_eq!(device(&f, "s8")["silent"], true);
     let failures: Vec<_> = f["recent_failures"]
         .as_array()
@@ -722,10 +748,18 @@ fn the_fleet_summary_of_a_hand_built_fleet_is_exact() {
         html.contains("<h2>stable</h2>") && html.contains("<h2>canary</h2>"),
         "{html}"
     );
-    assert!(html.contains("8 devices") && html.contains("6 devices") && html.contains("1 silent"));
+    assert!(html.contains("8 devices") && html.contains("7 devices") && html.contains("1 silent"));
+    // stable 2.0.0: on target 3, in progress 0, tried 6, succeeded 3,
+    // rolled back 2, failed 1; canary 3.0.0: on target 3, in progress 1.
     assert!(html.contains(
-        "<td class=\"n\">6</td><td class=\"n\">3</td><td class=\"n\">2</td><td class=\"n\">1</td>"
+        "<td class=\"n\">3</td><td class=\"n\">0</td><td class=\"n\">6</td><td class=\"n\">3</td>\
+         <td class=\"n\">2</td><td class=\"n\">1</td>"
     ));
+    assert!(html.contains("<code>3.0.0</code></td><td class=\"n\">3</td><td class=\"n\">1</td>"));
+    assert!(
+        html.contains(">2 reports lost</span>"),
+        "the cohort total is shown"
+    );
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; did not answer"));
     assert!(!html.contains("<script"), "{html}");
     assert!(html.contains("<code>s8</code>"), "the silent device is named");
@@ -735,6 +769,64 @@ fn the_fleet_summary_of_a_hand_built_fleet_is_exact() {
         .send()
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A Pi without RTC: a report stamped a day ahead (or at 1970) is the
+/// device's news all the same. It is stored (201; a 400 made the device
+/// drop it for good) and placed at the server's receipt time, so it does
+/// not stay the device's latest state until the clock catches up.
+#[test]
+fn a_report_from_a_device_clock_far_off_is_accepted_and_placed_now() {
+    let setup = Setup::new();
+    let server = setup.start(&[]);
+    let http = client();
+    let before = now();
+    let ahead = Timestamp::from_unix(now() + 86_400).to_string();
+    let r = report(
+        "rtc-less",
+        "stable",
+        &ahead,
+        "rolled_back",
+        Some("1.0.0"),
+        Some("2.0.0"),
+        Some("1.0.0"),
+        Some("health"),
+        "crash loop",
+    );
+    assert_eq!(post(&http, &server, &r).status(), StatusCode::CREATED);
+    assert_eq!(
+        post(&http, &server, &r).status(),
+        StatusCode::OK,
+        "still idempotent"
+    );
+    let f = fleet(&http, &server);
+    let seen: Timestamp = device(&f, "rtc-less")["last_seen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (before..=now()).contains(&seen.unix()),
+        "placed at receipt, not at {ahead}: {seen}"
+    );
+    assert_eq!(f["recent_failures"][0]["at"], json!(seen.to_string()));
+    // A normal report a minute later is the latest state again.
+    let next = updated("rtc-less", &ago(0));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(post(&http, &server, &next).status(), StatusCode::CREATED);
+    assert_eq!(
+        device(&fleet(&http, &server), "rtc-less")["last_outcome"],
+        "updated"
+    );
+    // A clock never set (1970) is placed at receipt too.
+    let r = updated("at-1970", "1970-01-01T00:01:00Z");
+    assert_eq!(post(&http, &server, &r).status(), StatusCode::CREATED);
+    let seen: Timestamp = device(&fleet(&http, &server), "at-1970")["last_seen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seen.unix() >= before, "{seen}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Start-up failures are one clear line and a non-zero exit; SIGTERM is a
-//! clean, prompt exit 0.
+//! Start-up failures are one clear line and a non-zero exit; SIGTERM and
+//! SIGINT are a clean, prompt exit 0, after the downloads in flight finish.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -134,4 +136,80 @@ fn sigterm_stops_promptly_with_status_0() {
         "{}",
         server.stderr()
     );
+}
+
+#[test]
+fn sigint_stops_promptly_with_status_0() {
+    let store = Store::new();
+    store.publish("cohorts/stable.json", &cohort(1));
+    let mut server = Server::start(&store);
+    let http = client();
+    assert_eq!(http.get(server.url("/healthz")).send().unwrap().status(), 200);
+    server.signal(libc::SIGINT);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running 10 s after SIGINT");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(server.stderr().contains("SIGINT received"), "{}", server.stderr());
+}
+
+#[test]
+fn a_download_in_flight_at_sigterm_completes_before_the_exit() {
+    // Far more than the socket buffers of both ends hold.
+    const LEN: usize = 32 << 20;
+    let store = Store::new();
+    let data = random_bytes(LEN);
+    let name = store.put_artifact(&data);
+    let mut server = Server::start(&store);
+
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        stream,
+        "GET /artifacts/{name} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // A slow reader: the headers and a first part of the body only...
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let header_end = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the headers");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..header_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {LEN}\r\n")), "{head}");
+    while got.len() - header_end < 1 << 20 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // ...then SIGTERM, and a pause: the server waits for this download.
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "exited with a download in flight: {}",
+        server.stderr()
+    );
+    assert!(
+        got.len() - header_end < LEN,
+        "the whole body was already buffered"
+    );
+    stream.read_to_end(&mut got).unwrap();
+    let body = &got[header_end..];
+    assert_eq!(body.len(), LEN, "{}", server.stderr());
+    assert!(body == data.as_slice(), "the body differs");
+
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running 10 s after the download ended");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    let log = server.stderr();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(!log.contains("stopping anyway"), "{log}");
 }
