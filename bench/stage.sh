@@ -98,12 +98,15 @@ for r in $(seq "$RUNS"); do
   echo "run $r: baseline $(tail -1 "$W/base.txt") ms, updater $(tail -1 "$W/ours.txt") ms"
 done
 
-# Idle checks: the device is on target, the server answers 304.
+# Idle checks: the device is on target, the server answers 304. A run that
+# is not "up to date" (exit 0) is not an idle check: the benchmark stops.
 : > "$W/idle.txt"
 for _ in $(seq 20); do
   t0=$(date +%s%N)
-  "$BIN/updater" --config "$W/updater.toml" check 2>/dev/null || true
+  code=0
+  "$BIN/updater" --config "$W/updater.toml" check 2>"$W/idle.err" || code=$?
   echo $(( ($(date +%s%N) - t0) / 1000 )) >> "$W/idle.txt"
+  [ "$code" = 0 ] || { cat "$W/idle.err" >&2; echo "idle check exited $code, not 0 (up to date)" >&2; exit 1; }
 done
 
 B=$(median < "$W/base.txt"); O=$(median < "$W/ours.txt")
