@@ -152,6 +152,59 @@ fn window(start: i64, hours: i64) -> String {
     format!("{}-{}", from.format("%H:%M"), to.format("%H:%M"))
 }
 
+/// `updater rollback [--to VERSION]` on a device: back to the release in the
+/// other slot, health-checked, the left version blocked (the next poll does
+/// not reinstall it) and recorded in the history.
+#[test]
+fn a_manual_rollback_returns_to_the_other_slot_and_blocks_the_version_left() {
+    let fleet = Fleet::new();
+    fleet.store.publish("1.0.0", App::Good);
+    fleet.store.publish("2.0.0", App::Good);
+    let device = fleet.device();
+    fleet.promote("stable", "1.0.0");
+    device.check().expect_code(10);
+    let slot_v1 = device.current().unwrap();
+    fleet.promote("stable", "2.0.0");
+    device.check().expect_code(10);
+    device.wait_app_version("2.0.0");
+
+    let wrong = device.updater(&["rollback", "--to", "3.0.0"], &[]);
+    wrong.expect_code(1);
+    assert!(
+        wrong.output().contains("holds 1.0.0, not 3.0.0"),
+        "{}",
+        wrong.output()
+    );
+    assert_eq!(device.status_json()["active_version"], "2.0.0");
+
+    device
+        .updater(&["rollback", "--to", "1.0.0"], &[])
+        .expect_code(11);
+    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
+    device.wait_app_version("1.0.0");
+    let status = device.status_json();
+    assert_eq!(status["active_version"], "1.0.0", "{status:#}");
+    assert!(
+        status["blocked"]["2.0.0"]
+            .as_str()
+            .is_some_and(|r| r.contains("manual rollback")),
+        "{status:#}"
+    );
+    assert_eq!(
+        device.history_count("rolled_back", "from", "2.0.0"),
+        1,
+        "{}",
+        device.history()
+    );
+
+    // The cohort still targets 2.0.0: blocked here, not downloaded again.
+    fleet.proxy.clear_log();
+    device.check().expect_code(0);
+    assert_eq!(outcome(&device.status_json()), "blocked");
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new());
+    device.wait_app_version("1.0.0");
+}
+
 /// `check --dry-run` says what a run would do and changes nothing: exit 17
 /// when it would install, 0 when up to date; no download, no state change.
 #[test]
@@ -207,6 +260,12 @@ fn a_staged_release_the_cohort_no_longer_targets_is_abandoned() {
     device.check().expect_code(0);
     assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
     device.wait_app_version("1.0.0");
+
+    // Nor by hand: a release staged but never run is not a rollback target.
+    let run = device.updater(&["rollback"], &[]);
+    run.expect_code(1);
+    assert!(run.output().contains("not a rollback"), "{}", run.output());
+    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
 }
 
 #[test]

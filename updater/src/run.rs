@@ -1240,6 +1240,20 @@ impl Agent {
                 "the other slot holds no complete release to go back to",
             ));
         };
+        if info.version > active.version {
+            // What a staged install left there (the cohort took that target
+            // back, or the switch is still waiting): never run here, so not
+            // something to go back to.
+            return Ok(Report::new(
+                Outcome::Failed,
+                None,
+                format!(
+                    "the other slot holds {}, newer than the running {}: that is not a rollback; \
+                     the cohort's target decides upgrades",
+                    info.version, active.version
+                ),
+            ));
+        }
         if let Some(want) = to {
             if &info.version != want {
                 return Ok(Report::new(
