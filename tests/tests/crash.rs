@@ -123,6 +123,31 @@ fn broken_upgrade_killed_at(phase: &str) {
     );
 }
 
+/// The history line a killed run still owed (killed right after committing
+/// v2) is written even when the next run reaches a verdict of its own (v3):
+/// one line each, none overwritten.
+#[test]
+fn an_owed_history_line_survives_the_next_install() {
+    let fleet = Fleet::new();
+    let (device, _) = device_on_v1(&fleet, App::Good);
+    fleet.store.publish("3.0.0", App::Good);
+    fleet.promote("stable", "2.0.0");
+    device
+        .check_with_failpoint("committed")
+        .expect_killed("committed");
+    fleet.promote("stable", "3.0.0");
+    device.check().expect_code(10);
+    device.wait_app_version("3.0.0");
+    for version in ["2.0.0", "3.0.0"] {
+        assert_eq!(
+            device.history_count("updated", "to", version),
+            1,
+            "{version}:\n{}",
+            device.history()
+        );
+    }
+}
+
 macro_rules! phase_tests {
     ($($good:ident, $broken:ident => $phase:literal;)*) => {$(
         #[test]

@@ -246,6 +246,10 @@ impl Agent {
     /// One run against `servers`, under the run lock.
     async fn run(&self, _lock: &RunLock, dry_run: bool, servers: &[String]) -> Result<Report, RunError> {
         let mut state = State::load(&self.paths)?;
+        if !dry_run {
+            // Before this run can reach a verdict of its own.
+            self.deliver_owed(&mut state);
+        }
         let loaded = state.clone();
         self.adopt_running_slot(&mut state);
         let running_before = state.active_version().cloned();
@@ -320,7 +324,7 @@ impl Agent {
         // A Pi without RTC boots at 1970 until NTP answers: date reports
         // like manifests, never before the time floor.
         let at = state.time_floor.max(self.clock.now());
-        self.deliver_owed(state, at);
+        self.deliver_owed(state);
         state.save_changes(&self.paths, loaded)?;
         LastCheck {
             at: self.clock.now(),
@@ -1142,7 +1146,8 @@ impl Agent {
 
     /// Make a verdict's history line and report owed in `state` (see
     /// `State::owed`): the caller's next persist, the one that records the
-    /// verdict, saves them with it, and `finish` writes them.
+    /// verdict, saves them with it, and `finish` writes them. An older owed
+    /// record was delivered when the run began (`run`, `manual_rollback`).
     fn owe(
         &self,
         state: &mut State,
@@ -1170,8 +1175,9 @@ impl Agent {
     /// clear it and save that; a crash before the save makes the next run
     /// deliver it again, harmlessly. The save is its own write (not left to
     /// `finish`'s), so the clearing never takes other changes with it.
-    fn deliver_owed(&self, state: &mut State, at: Timestamp) {
+    fn deliver_owed(&self, state: &mut State) {
         let Some(owed) = state.owed.clone() else { return };
+        let at = state.time_floor.max(self.clock.now());
         if let Err(e) = history::append_once(&self.paths, &owed.event) {
             log::warn!(
                 "{}: cannot append to history: {e}; retried next run",
@@ -1214,6 +1220,7 @@ impl Agent {
             Err(report) => return Ok(report),
         };
         let mut state = State::load(&self.paths)?;
+        self.deliver_owed(&mut state);
         let loaded = state.clone();
         if state.phase != Phase::Idle {
             return Ok(Report::new(
