@@ -252,6 +252,62 @@ fn a_post_stage_hook_past_its_timeout_is_killed_with_what_it_started() {
     device.wait_app_version("1.0.0");
 }
 
+/// `updater config check` names a system program the config points at
+/// that does not exist, by its key; the device's normal config passes.
+#[test]
+fn config_check_names_a_missing_busy_command() {
+    let fleet = Fleet::new();
+    let device = fleet.device();
+    device.updater(&["config", "check"], &[]).expect_code(0);
+    let broken = fleet.device_with(|c| c.busy_command = vec!["/nonexistent/match-in-progress".into()]);
+    let run = broken.updater(&["config", "check"], &[]);
+    run.expect_code(2);
+    assert!(
+        run.output()
+            .contains("install.busy_command: /nonexistent/match-in-progress"),
+        "{}",
+        run.output()
+    );
+}
+
+/// A hook that always fails is not retried forever (each retry downloads
+/// and stages the whole release again): after `MAX_HOOK_FAILURES` (3) runs
+/// in a row the version is blocked, and the next poll downloads nothing.
+#[test]
+fn a_post_stage_hook_that_keeps_failing_is_blocked_after_three_runs() {
+    let fleet = Fleet::new();
+    let hook = "#!/bin/sh\necho 'no room for the cache' >&2\nexit 3\n";
+    fleet.publish_v1_and(&Release::new("2.0.0", App::Good).post_stage(hook));
+    let device = fleet.device();
+    let slot_v1 = install_v1(&fleet, &device);
+
+    fleet.promote("stable", "2.0.0");
+    for run in 1..=3 {
+        device.check().expect_code(1);
+        let status = device.status_json();
+        let blocked = status["blocked"].get("2.0.0").is_some();
+        assert_eq!(blocked, run == 3, "run {run}: {status:#}");
+        assert_eq!(status["active_version"], "1.0.0", "{status:#}");
+    }
+    let status = device.status_json();
+    assert!(
+        reason(&status).contains("now blocked on this device"),
+        "{status:#}"
+    );
+    assert!(
+        status["blocked"]["2.0.0"]
+            .as_str()
+            .is_some_and(|r| r.contains("post_stage hook failed 3 runs in a row")),
+        "{status:#}"
+    );
+    fleet.proxy.clear_log();
+    device.check().expect_code(0);
+    assert_eq!(outcome(&device.status_json()), "blocked");
+    assert_eq!(fleet.artifact_requests(), Vec::<String>::new());
+    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
+    device.wait_app_version("1.0.0");
+}
+
 /// A device `commands` check: it runs in the slot on trial, so a release
 /// whose app answers HTTP fine but fails the device's own self-test is
 /// rolled back and blocked.

@@ -115,6 +115,13 @@ impl Cli {
             },
             Command::Config(ConfigCommand::Check) => match load(&self.config) {
                 Ok(c) => {
+                    let missing = c.missing_programs();
+                    if !missing.is_empty() {
+                        for m in &missing {
+                            log::error!("{}: {m}", self.config.display());
+                        }
+                        return 2;
+                    }
                     println!("{} is valid", self.config.display());
                     println!("servers:   {}", c.servers.join(", "));
                     println!(

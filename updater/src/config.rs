@@ -370,6 +370,29 @@ pub struct Config {
 }
 
 impl Config {
+    /// The system programs this config names that cannot be found: the
+    /// restart, unit and busy commands (health `commands` may name the
+    /// release's own programs, which only exist once it is staged). Checked
+    /// by `updater config check`, not by every run: a missing `systemctl`
+    /// would otherwise only show as failed trials and rollbacks.
+    pub fn missing_programs(&self) -> Vec<String> {
+        let mut used: Vec<(&str, &[String])> = Vec::new();
+        if !self.restart.units.is_empty() {
+            used.push(("restart.command", &self.restart.command));
+        }
+        if !self.health.units.is_empty() {
+            used.push(("health.unit_command", &self.health.unit_command));
+        }
+        used.push(("install.busy_command", &self.install.busy_command));
+        used.into_iter()
+            .filter_map(|(key, argv)| {
+                let program = argv.first()?;
+                (!program_exists(program))
+                    .then(|| format!("{key}: {program} is not an executable program (nor found in PATH)"))
+            })
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -543,6 +566,19 @@ impl Config {
     }
 }
 
+/// `program` as `Command` would find it: a path when it has a `/`, else
+/// a name looked up in `PATH`.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +645,29 @@ mod tests {
             let err = Config::parse(Path::new("u.toml"), &text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn missing_system_programs_are_named_by_key() {
+        let (_d, base) = with_key();
+        let text = format!(
+            "{base}[restart]\nunits = [\"app.service\"]\ncommand = [\"/nonexistent/systemctl\", \"restart\"]\n\
+             [health]\nunits = [\"app.service\"]\nunit_command = [\"no-such-program-here\"]\n\
+             [install]\nbusy_command = [\"sh\", \"-c\", \"exit 1\"]\n"
+        );
+        let config = Config::parse(Path::new("u.toml"), &text).unwrap();
+        let missing = config.missing_programs();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(
+            missing[0].starts_with("restart.command: /nonexistent/systemctl"),
+            "{missing:?}"
+        );
+        assert!(
+            missing[1].starts_with("health.unit_command: no-such-program-here"),
+            "{missing:?}"
+        );
+        // Without units, the unit and restart commands are never run.
+        let plain = Config::parse(Path::new("u.toml"), &base).unwrap();
+        assert_eq!(plain.missing_programs(), Vec::<String>::new());
     }
 }

@@ -40,7 +40,7 @@ use crate::report::DeviceReport;
 use crate::stage::{StageError, Stager};
 use crate::state::{
     exit_code, Accepted, InFlight, Installed, LastCheck, Outcome, Owed, Phase, Slot, SlotInfo, State,
-    StateError,
+    StateError, MAX_HOOK_FAILURES,
 };
 use crate::trust::{self, ActiveKeys, TrustConfig};
 use crate::window;
@@ -544,15 +544,26 @@ impl Agent {
                 .stage(&release, cohort.target.sha256, slot, active_slot)
                 .await
             {
-                Ok(stats) => log::info!(
-                    "staged {target} in slot {} in {:.1} s ({} bytes downloaded, {} bytes reused)",
-                    slot.name(),
-                    started.elapsed().as_secs_f64(),
-                    stats.downloaded,
-                    stats.reused
-                ),
+                Ok(stats) => {
+                    state.hook_failures = None;
+                    log::info!(
+                        "staged {target} in slot {} in {:.1} s ({} bytes downloaded, {} bytes reused)",
+                        slot.name(),
+                        started.elapsed().as_secs_f64(),
+                        stats.downloaded,
+                        stats.reused
+                    )
+                }
                 Err(e) => {
                     state.target = None;
+                    let mut blocked = String::new();
+                    if matches!(e, StageError::Hook { .. }) && state.hook_failed(&target) {
+                        let why =
+                            format!("its post_stage hook failed {MAX_HOOK_FAILURES} runs in a row: {e}");
+                        blocked =
+                            format!("; {target} is now blocked on this device (publish a fixed version)");
+                        state.blocked.insert(target.to_string(), why);
+                    }
                     state.persist(&self.paths, Phase::Idle)?;
                     let outcome = match &e {
                         StageError::Network(f) if f.is_transient() => Outcome::Offline,
@@ -563,10 +574,12 @@ impl Agent {
                         StageError::Network(_) | StageError::Restart(_) => "download",
                         _ => "stage",
                     };
-                    return Ok(
-                        Report::new(outcome, Some(&target), format!("staging {target} failed: {e}"))
-                            .at(stage),
-                    );
+                    return Ok(Report::new(
+                        outcome,
+                        Some(&target),
+                        format!("staging {target} failed: {e}{blocked}"),
+                    )
+                    .at(stage));
                 }
             }
         }

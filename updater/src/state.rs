@@ -171,7 +171,23 @@ pub struct State {
     /// written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owed: Option<Owed>,
+    /// Consecutive runs in which the target's `post_stage` hook failed: a
+    /// hook that always fails is blocked after `MAX_HOOK_FAILURES`, instead
+    /// of the release being downloaded and staged again on every poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_failures: Option<HookFailures>,
 }
+
+/// A target's `post_stage` hook failed this many runs in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookFailures {
+    pub version: Version,
+    pub count: u32,
+}
+
+/// Runs in a row whose `post_stage` hook failed before the target is
+/// blocked (a transient failure, e.g. a busy disk, gets two more chances).
+pub const MAX_HOOK_FAILURES: u32 = 3;
 
 /// What an install or rollback must still record: its `history.jsonl` line
 /// and its report, both marked with one id so neither is written twice.
@@ -282,6 +298,24 @@ impl State {
         Ok(())
     }
 
+    /// Count one more failed `post_stage` hook of `version`; true when
+    /// that makes `MAX_HOOK_FAILURES` in a row (the count then restarts).
+    pub fn hook_failed(&mut self, version: &Version) -> bool {
+        let count = match &self.hook_failures {
+            Some(f) if &f.version == version => f.count + 1,
+            _ => 1,
+        };
+        if count >= MAX_HOOK_FAILURES {
+            self.hook_failures = None;
+            return true;
+        }
+        self.hook_failures = Some(HookFailures {
+            version: version.clone(),
+            count,
+        });
+        false
+    }
+
     pub fn accepted_for(&self, cohort: &CohortName) -> Option<&Accepted> {
         self.accepted.get(cohort.as_str())
     }
@@ -316,5 +350,25 @@ impl SlotInfo {
             &slot_dir.join(SLOT_INFO),
             &serde_json::to_vec_pretty(self).expect("serializes"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_failures_count_per_version_and_trip_at_the_limit() {
+        let v2 = Version::new(2, 0, 0);
+        let v3 = Version::new(3, 0, 0);
+        let mut state = State::default();
+        assert!(!state.hook_failed(&v2));
+        assert!(!state.hook_failed(&v2));
+        // Another target starts its own count.
+        assert!(!state.hook_failed(&v3));
+        assert!(!state.hook_failed(&v2));
+        assert!(!state.hook_failed(&v2));
+        assert!(state.hook_failed(&v2), "the third in a row trips");
+        assert_eq!(state.hook_failures, None, "and the count restarts");
     }
 }
