@@ -270,6 +270,38 @@ fn config_check_names_a_missing_busy_command() {
     );
 }
 
+/// A shutdown (SIGTERM) while a long `post_stage` hook runs: the run stops
+/// at once with exit 16, the hook and what it started are killed with it,
+/// instead of the signal waiting out `hook_timeout` (here 5 min) and the
+/// service manager's SIGKILL.
+#[test]
+fn a_shutdown_during_a_post_stage_hook_stops_the_run_and_the_hook() {
+    let fleet = Fleet::new();
+    let marker = format!("300.{}57", std::process::id());
+    let _reaper = Reaper(marker.clone());
+    let hook = format!("#!/bin/sh\nsleep {marker} &\nsleep {marker}\n");
+    fleet.publish_v1_and(&Release::new("2.0.0", App::Good).post_stage(&hook));
+    let device = fleet.device_with(|c| c.hook_timeout = Some("5m".into()));
+    let slot_v1 = install_v1(&fleet, &device);
+
+    fleet.promote("stable", "2.0.0");
+    let started = std::time::Instant::now();
+    let status = device.check_terminated_when("the post_stage hook", |_| processes_with(&marker).len() == 2);
+    assert_eq!(status.code(), Some(16), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the run waited for the hook: {:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !processes_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_with(&marker), Vec::<String>::new(), "left running");
+    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
+    device.wait_app_version("1.0.0");
+}
+
 /// A hook that always fails is not retried forever (each retry downloads
 /// and stages the whole release again): after `MAX_HOOK_FAILURES` (3) runs
 /// in a row the version is blocked, and the next poll downloads nothing.

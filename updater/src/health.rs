@@ -61,15 +61,15 @@ impl Checks<'_> {
             http(client, &c.url, c.status).await?;
         }
         for unit in &self.config.units {
-            self.unit(unit)?;
+            self.unit(unit).await?;
         }
         for argv in &self.config.commands {
-            self.command(argv, self.config.command_timeout)?;
+            self.command(argv, self.config.command_timeout).await?;
         }
         for check in self.release.map(|h| h.checks.as_slice()).unwrap_or_default() {
             match check {
                 HealthCheck::Http { url, status } => http(client, url, status.unwrap_or(200)).await?,
-                HealthCheck::Unit { unit } => self.unit(unit)?,
+                HealthCheck::Unit { unit } => self.unit(unit).await?,
                 HealthCheck::Command { argv, timeout_secs } => {
                     let timeout = timeout_secs
                         .map(Duration::from_secs)
@@ -79,21 +79,22 @@ impl Checks<'_> {
                     if !argv[0].starts_with('/') && argv[0].contains('/') {
                         argv[0] = self.slot_dir.join(&argv[0]).display().to_string();
                     }
-                    self.command(&argv, timeout)?;
+                    self.command(&argv, timeout).await?;
                 }
             }
         }
         Ok(())
     }
 
-    fn unit(&self, unit: &str) -> Result<(), String> {
+    async fn unit(&self, unit: &str) -> Result<(), String> {
         let r = process::run(
             &self.config.unit_command,
             &[unit],
             None,
             &[],
             self.config.command_timeout,
-        )?;
+        )
+        .await?;
         if r.success() {
             Ok(())
         } else {
@@ -105,8 +106,8 @@ impl Checks<'_> {
         }
     }
 
-    fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String> {
-        let r = process::run(argv, &[], Some(self.slot_dir), &[], timeout)?;
+    async fn command(&self, argv: &[String], timeout: Duration) -> Result<(), String> {
+        let r = process::run(argv, &[], Some(self.slot_dir), &[], timeout).await?;
         if r.success() {
             Ok(())
         } else {

@@ -9,10 +9,9 @@
 //! Only a timeout kills the group: what a program that finished in time
 //! left in the background (a restart script starting the app) keeps running.
 
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunResult {
@@ -38,9 +37,10 @@ impl RunResult {
 
 /// Run `argv` (+ `extra` arguments) in `cwd` with `env`, waiting at most
 /// `timeout`. Output goes to our stderr (the journal under systemd); stdin is
-/// closed. Polling `try_wait` keeps this free of threads and signals. On a
-/// timeout the program's process group is killed and the program reaped.
-pub fn run(
+/// closed. On a timeout the program's process group is killed and the
+/// program reaped. Async, so a shutdown signal ends the run while a hook or
+/// check is running: dropping this future kills the group too (`Group`).
+pub async fn run(
     argv: &[String],
     extra: &[&str],
     cwd: Option<&Path>,
@@ -48,7 +48,7 @@ pub fn run(
     timeout: Duration,
 ) -> Result<RunResult, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
-    let mut cmd = Command::new(program);
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .args(extra)
         .stdin(Stdio::null())
@@ -63,42 +63,45 @@ pub fn run(
     // Its own group (pgid = its pid), so a timeout can kill its children too.
     cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                return Ok(status.code().map_or(RunResult::Signalled, RunResult::Exited));
+    let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
+    let result = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ok(status.code().map_or(RunResult::Signalled, RunResult::Exited)),
+        Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
+        Err(_) => {
+            group.kill();
+            // Reap it: until then its pid, the group's id, cannot be reused.
+            let _ = child.kill().await;
+            Ok(RunResult::TimedOut)
+        }
+    };
+    // Finished (or killed and reaped): what it left in the background in
+    // time (a restart script starting the app) keeps running.
+    group.0 = None;
+    result
+}
+
+/// A running program's process group, killed with SIGKILL when this is
+/// dropped while the program runs: the run was stopped (a shutdown signal
+/// dropped its future), and a hook's children must not outlive it. The
+/// child is not reaped yet at that point, so its pid, which is the group's
+/// id, cannot have been reused by a stranger.
+struct Group(Option<i32>);
+
+impl Group {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take().filter(|&p| p > 1) {
+            // SAFETY: killpg(2) has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
             }
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(&mut child);
-                return Ok(RunResult::TimedOut);
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
         }
     }
 }
 
-/// SIGKILL the child's process group, then reap the child. Until it is
-/// reaped the child's pid, which is the group's id, cannot be reused, so the
-/// signal cannot reach a stranger. The group's other members are orphans
-/// now: init (or the service manager) reaps them.
-fn kill_group(child: &mut Child) {
-    match i32::try_from(child.id()) {
-        // SAFETY: killpg(2) has no memory-safety preconditions.
-        Ok(pgid) if pgid > 1 => unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        },
-        _ => {}
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
-    // Should the group be gone already (the child became a zombie
-    // meanwhile), make sure of the child itself.
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Show a command line in messages.
@@ -113,24 +116,31 @@ pub fn show(argv: &[String], extra: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
     }
 
-    #[test]
-    fn exit_codes_and_timeouts() {
+    #[tokio::test]
+    async fn exit_codes_and_timeouts() {
         assert_eq!(
-            run(&sh("exit 0"), &[], None, &[], Duration::from_secs(5)).unwrap(),
+            run(&sh("exit 0"), &[], None, &[], Duration::from_secs(5))
+                .await
+                .unwrap(),
             RunResult::Exited(0)
         );
         assert_eq!(
-            run(&sh("exit 3"), &[], None, &[], Duration::from_secs(5)).unwrap(),
+            run(&sh("exit 3"), &[], None, &[], Duration::from_secs(5))
+                .await
+                .unwrap(),
             RunResult::Exited(3)
         );
         let started = Instant::now();
         assert_eq!(
-            run(&sh("sleep 5"), &[], None, &[], Duration::from_millis(200)).unwrap(),
+            run(&sh("sleep 5"), &[], None, &[], Duration::from_millis(200))
+                .await
+                .unwrap(),
             RunResult::TimedOut
         );
         assert!(started.elapsed() < Duration::from_secs(4));
@@ -141,6 +151,7 @@ mod tests {
             &[],
             Duration::from_secs(1)
         )
+        .await
         .is_err());
     }
 
@@ -164,13 +175,15 @@ mod tests {
         found
     }
 
-    #[test]
-    fn a_timeout_kills_what_the_program_started_too() {
+    #[tokio::test]
+    async fn a_timeout_kills_what_the_program_started_too() {
         // Unique per test process: `sleep 300.<pid>7` (sleep takes fractions).
         let marker = format!("300.{}7", std::process::id());
         let script = format!("sleep {marker} & sh -c 'sleep {marker}' & sleep {marker}; exit 0");
         let started = Instant::now();
-        let result = run(&sh(&script), &[], None, &[], Duration::from_millis(300)).unwrap();
+        let result = run(&sh(&script), &[], None, &[], Duration::from_millis(300))
+            .await
+            .unwrap();
         assert_eq!(result, RunResult::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
         // SIGKILL is delivered before killpg returns, but a process dies
@@ -182,13 +195,15 @@ mod tests {
         assert_eq!(alive_with(&marker), Vec::<String>::new(), "left running");
     }
 
-    #[test]
-    fn a_program_that_finishes_in_time_keeps_its_background_children() {
+    #[tokio::test]
+    async fn a_program_that_finishes_in_time_keeps_its_background_children() {
         // Only a timeout kills the group: a restart script may start a
         // service in the background and exit 0.
         let marker = format!("300.{}3", std::process::id());
         let script = format!("sleep {marker} >/dev/null 2>&1 & exit 0");
-        let result = run(&sh(&script), &[], None, &[], Duration::from_secs(5)).unwrap();
+        let result = run(&sh(&script), &[], None, &[], Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(result, RunResult::Exited(0));
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive_with(&marker).is_empty() && Instant::now() < deadline {
@@ -202,5 +217,25 @@ mod tests {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
+    }
+
+    /// A shutdown signal drops the run's future while a hook runs: the hook
+    /// and what it started go with it, instead of the signal waiting for
+    /// the hook (up to `hook_timeout`) or the processes outliving the run.
+    #[tokio::test]
+    async fn a_run_dropped_midway_kills_what_it_started() {
+        let marker = format!("300.{}9", std::process::id());
+        let script = format!("sleep {marker} & sleep {marker}");
+        let stopped = tokio::time::timeout(
+            Duration::from_millis(300),
+            run(&sh(&script), &[], None, &[], Duration::from_secs(120)),
+        )
+        .await;
+        assert!(stopped.is_err(), "the run should still have been going");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !alive_with(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(alive_with(&marker), Vec::<String>::new(), "left running");
     }
 }

@@ -604,7 +604,7 @@ impl Agent {
                 ),
             ));
         }
-        if let Some(why) = self.busy() {
+        if let Some(why) = self.busy().await {
             return Ok(Report::new(
                 Outcome::Deferred,
                 Some(&target),
@@ -644,13 +644,13 @@ impl Agent {
     /// counts as busy: interrupting a match is worse than a late update, and
     /// the deferral's reason (in `status` and the fleet's reports) names the
     /// broken command so someone fixes it.
-    fn busy(&self) -> Option<String> {
+    async fn busy(&self) -> Option<String> {
         let argv = &self.config.install.busy_command;
         if argv.is_empty() {
             return None;
         }
         let shown = process::show(argv, &[]);
-        match process::run(argv, &[], None, &[], self.config.install.busy_timeout) {
+        match process::run(argv, &[], None, &[], self.config.install.busy_timeout).await {
             Ok(r) if r.success() => Some(format!("the device is busy ({shown} exited 0)")),
             Ok(RunResult::Exited(_)) => None,
             Ok(r) => {
@@ -1010,7 +1010,7 @@ impl Agent {
         let target = state.target.clone().expect("a trial has a target");
         let slot_dir = self.paths.slot(target.slot);
         let health: Option<Health> = SlotInfo::load(&slot_dir).and_then(|i| i.health);
-        if let Err(reason) = self.restart_units() {
+        if let Err(reason) = self.restart_units().await {
             return self.rollback(state, reason).await;
         }
         let checks = Checks {
@@ -1062,13 +1062,13 @@ impl Agent {
         }
     }
 
-    fn restart_units(&self) -> Result<(), String> {
+    async fn restart_units(&self) -> Result<(), String> {
         let r = &self.config.restart;
         if r.units.is_empty() {
             return Ok(());
         }
         let units: Vec<&str> = r.units.iter().map(String::as_str).collect();
-        let result = process::run(&r.command, &units, None, &[], r.timeout)?;
+        let result = process::run(&r.command, &units, None, &[], r.timeout).await?;
         if result.success() {
             Ok(())
         } else {
@@ -1095,7 +1095,7 @@ impl Agent {
                     .map_err(|e| RunError::Io(format!("{}: {e}", self.paths.current().display())))?;
                 let prev_dir = self.paths.slot(prev.slot);
                 let health = SlotInfo::load(&prev_dir).and_then(|i| i.health);
-                let healthy = match self.restart_units() {
+                let healthy = match self.restart_units().await {
                     Err(e) => Err(e),
                     Ok(()) => Checks {
                         config: &self.config.health,

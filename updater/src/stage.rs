@@ -127,7 +127,7 @@ impl Stager<'_> {
         }
 
         if let Some(hook) = release.hooks.as_ref().and_then(|h| h.post_stage.as_deref()) {
-            self.run_hook(hook, &slot_dir, release)?;
+            self.run_hook(hook, &slot_dir, release).await?;
         }
         syncfs(&slot_dir).map_err(io_at(&slot_dir))?;
         let info = SlotInfo {
@@ -194,7 +194,12 @@ impl Stager<'_> {
         Ok(())
     }
 
-    fn run_hook(&self, hook: &str, slot_dir: &Path, release: &ReleaseManifest) -> Result<(), StageError> {
+    async fn run_hook(
+        &self,
+        hook: &str,
+        slot_dir: &Path,
+        release: &ReleaseManifest,
+    ) -> Result<(), StageError> {
         let program = slot_dir.join(hook);
         let argv = vec![program.display().to_string()];
         let env = [
@@ -202,6 +207,7 @@ impl Stager<'_> {
             ("UPDATER_VERSION", release.version.to_string()),
         ];
         let result = process::run(&argv, &[], Some(slot_dir), &env, self.config.install.hook_timeout)
+            .await
             .map_err(|e| StageError::Hook {
                 hook: hook.to_string(),
                 result: e,
