@@ -78,6 +78,20 @@ fn install_v1(fleet: &Fleet, device: &Device) -> String {
     device.current().expect("current exists after an install")
 }
 
+/// 2.0.0 was rolled back: the device is on v1's slot, the app answers
+/// 1.0.0, and 2.0.0 is blocked for a reason containing `why`. Returns the
+/// status for further checks.
+fn assert_rolled_back(device: &Device, slot_v1: &str, why: &str) -> serde_json::Value {
+    assert_eq!(device.current().as_deref(), Some(slot_v1));
+    device.wait_app_version("1.0.0");
+    let status = device.status_json();
+    assert_eq!(outcome(&status), "rolled_back", "{status:#}");
+    assert_eq!(status["active_version"], "1.0.0", "{status:#}");
+    let blocked = status["blocked"]["2.0.0"].as_str().unwrap_or_default();
+    assert!(blocked.contains(why), "blocked for {why:?}? {status:#}");
+    status
+}
+
 #[test]
 fn a_busy_device_gets_the_release_staged_and_switched_once_it_is_free() {
     let fleet = Fleet::new();
@@ -358,15 +372,10 @@ fn a_failing_command_check_rolls_back_and_blocks() {
 
     fleet.promote("stable", "2.0.0");
     device.check().expect_code(11);
-    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
-    device.wait_app_version("1.0.0");
-    let status = device.status_json();
-    assert_eq!(outcome(&status), "rolled_back", "{status:#}");
-    assert_eq!(status["active_version"], "1.0.0", "{status:#}");
-    let blocked = status["blocked"]["2.0.0"].as_str().unwrap_or_default();
-    assert!(
-        blocked.contains(&format!("check `sh -c {selftest}` exited with status 1")),
-        "{status:#}"
+    let status = assert_rolled_back(
+        &device,
+        &slot_v1,
+        &format!("check `sh -c {selftest}` exited with status 1"),
     );
     assert!(
         !reason(&status).contains("warning"),
@@ -413,12 +422,7 @@ fn the_unit_check_goes_through_unit_command() {
 
     fleet.promote("stable", "2.0.0");
     device.check().expect_code(11);
-    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
-    device.wait_app_version("1.0.0");
-    let status = device.status_json();
-    assert_eq!(outcome(&status), "rolled_back", "{status:#}");
-    let blocked = status["blocked"]["2.0.0"].as_str().unwrap_or_default();
-    assert!(blocked.contains("unit app.service is not active"), "{status:#}");
+    let status = assert_rolled_back(&device, &slot_v1, "unit app.service is not active");
     assert!(
         !reason(&status).contains("warning"),
         "1.0.0 passes again: {status:#}"
@@ -452,15 +456,7 @@ fn a_release_whose_own_check_fails_is_rolled_back() {
 
     fleet.promote("stable", "2.0.0");
     device.check().expect_code(11);
-    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
-    device.wait_app_version("1.0.0");
-    let status = device.status_json();
-    assert_eq!(outcome(&status), "rolled_back", "{status:#}");
-    let blocked = status["blocked"]["2.0.0"].as_str().unwrap_or_default();
-    assert!(
-        blocked.contains("check `sh -c exit 7` exited with status 7"),
-        "{status:#}"
-    );
+    let status = assert_rolled_back(&device, &slot_v1, "check `sh -c exit 7` exited with status 7");
     assert!(
         !reason(&status).contains("warning"),
         "1.0.0's own check passes: {status:#}"
@@ -502,15 +498,7 @@ fn a_flapping_check_never_reaches_n_passes_in_a_row() {
         "checked through the window, passing half the time: {n} rounds"
     );
     assert!(run.elapsed >= Duration::from_secs(2), "{:?}", run.elapsed);
-    assert_eq!(device.current().as_deref(), Some(slot_v1.as_str()));
-    device.wait_app_version("1.0.0");
-    let status = device.status_json();
-    assert_eq!(outcome(&status), "rolled_back", "{status:#}");
-    let blocked = status["blocked"]["2.0.0"].as_str().unwrap_or_default();
-    assert!(
-        blocked.contains("did not pass 2 times in a row within 2s"),
-        "{status:#}"
-    );
+    assert_rolled_back(&device, &slot_v1, "did not pass 2 times in a row within 2s");
 }
 
 /// A device that reaches its store through a proxy (`HTTP_PROXY` in the
