@@ -12,6 +12,52 @@ use e2e_tests::{wait_for, App, Fault, Fleet, Proxy, Rule, Server};
 
 const TOKEN: &str = "reports-e2e-token-0123456789";
 
+/// The report server: its own (empty) store, a reports database and a
+/// token, behind a proxy that can make it unreachable.
+struct ReportSink {
+    _dir: tempfile::TempDir,
+    server: Server,
+    proxy: Proxy,
+    db: String,
+    token_file: PathBuf,
+}
+
+impl ReportSink {
+    fn start() -> ReportSink {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cohorts", "releases", "artifacts"] {
+            std::fs::create_dir_all(dir.path().join("store").join(sub)).unwrap();
+        }
+        let token_file = dir.path().join("tokens");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let db = dir.path().join("reports.sqlite").display().to_string();
+        let tokens = token_file.display().to_string();
+        let server = Server::start_with(
+            &dir.path().join("store"),
+            &[],
+            &["--reports-db", &db, "--report-token-file", &tokens],
+        );
+        let proxy = Proxy::start(server.addr());
+        ReportSink {
+            _dir: dir,
+            server,
+            proxy,
+            db,
+            token_file,
+        }
+    }
+
+    /// A device's `[report]` section for this server (through the proxy),
+    /// with `extra` lines.
+    fn report_toml(&self, extra: &str) -> String {
+        format!(
+            "\n[report]\nurl = \"{}/v1/reports\"\ntoken_file = \"{}\"\n{extra}",
+            self.proxy.url(),
+            self.token_file.display()
+        )
+    }
+}
+
 fn metric(text: &str, result: &str) -> u64 {
     let key = format!("manifest_server_reports_total{{result=\"{result}\"}}");
     text.lines()
@@ -60,29 +106,9 @@ fn reports_made_offline_arrive_later_exactly_once() {
     fleet.store.publish("1.0.0", App::Good);
     fleet.store.publish("2.0.0", App::Good);
 
-    // The report server: its own (empty) store, a reports DB and a token,
-    // behind a proxy that can make it unreachable.
-    let dir = tempfile::tempdir().unwrap();
-    for sub in ["cohorts", "releases", "artifacts"] {
-        std::fs::create_dir_all(dir.path().join("store").join(sub)).unwrap();
-    }
-    std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(dir.path().join("device-token"), format!("{TOKEN}\n")).unwrap();
-    let db = dir.path().join("reports.sqlite").display().to_string();
-    let tokens = dir.path().join("tokens").display().to_string();
-    let reports = Server::start_with(
-        &dir.path().join("store"),
-        &[],
-        &["--reports-db", &db, "--report-token-file", &tokens],
-    );
-    let reports_proxy = Proxy::start(reports.addr());
-    let device = fleet.device_with(|c| {
-        c.extra_toml = format!(
-            "\n[report]\nurl = \"{}/v1/reports\"\ntoken_file = \"{}\"\n",
-            reports_proxy.url(),
-            dir.path().join("device-token").display()
-        );
-    });
+    let sink = ReportSink::start();
+    let (reports, reports_proxy, db) = (&sink.server, &sink.proxy, &sink.db);
+    let device = fleet.device_with(|c| c.extra_toml = sink.report_toml(""));
     let outbox = device.state_dir.join("outbox");
 
     // The report server is unreachable while the device installs twice.
@@ -120,7 +146,7 @@ fn reports_made_offline_arrive_later_exactly_once() {
         .collect();
     assert_eq!(posts.len(), 3, "{posts:?}");
     assert_eq!(
-        stored_in_order(&db),
+        stored_in_order(db),
         [
             ("updated".to_string(), "1.0.0".to_string()),
             ("updated".to_string(), "2.0.0".to_string()),
@@ -190,27 +216,10 @@ fn reports_a_full_outbox_dropped_are_counted_in_the_fleet_view() {
     for v in ["1.0.0", "2.0.0", "3.0.0"] {
         fleet.store.publish(v, App::Good);
     }
-    let dir = tempfile::tempdir().unwrap();
-    for sub in ["cohorts", "releases", "artifacts"] {
-        std::fs::create_dir_all(dir.path().join("store").join(sub)).unwrap();
-    }
-    std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
-    let db = dir.path().join("reports.sqlite").display().to_string();
-    let tokens = dir.path().join("tokens").display().to_string();
-    let reports = Server::start_with(
-        &dir.path().join("store"),
-        &[],
-        &["--reports-db", &db, "--report-token-file", &tokens],
-    );
-    let reports_proxy = Proxy::start(reports.addr());
+    let sink = ReportSink::start();
+    let (reports, reports_proxy) = (&sink.server, &sink.proxy);
     // Room for one event report only.
-    let device = fleet.device_with(|c| {
-        c.extra_toml = format!(
-            "\n[report]\nurl = \"{}/v1/reports\"\ntoken_file = \"{}\"\nmax_reports = 1\n",
-            reports_proxy.url(),
-            dir.path().join("tokens").display()
-        );
-    });
+    let device = fleet.device_with(|c| c.extra_toml = sink.report_toml("max_reports = 1\n"));
     let outbox = device.state_dir.join("outbox");
     reports_proxy.set_rule(Rule::new(Fault::Refuse));
     for v in ["1.0.0", "2.0.0", "3.0.0"] {
